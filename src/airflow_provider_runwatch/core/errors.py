@@ -1,0 +1,128 @@
+"""Typed errors for vendor API calls and run outcomes.
+
+Every error names the vendor, the endpoint (as a template, e.g. ``GET /runs/{run_id}/status``) and the
+HTTP status, so a failed task says what failed without a traceback from inside httpx. No error ever
+carries the API key: messages are built from parts we choose, and vendor text is passed through
+:func:`airflow_provider_runwatch.core.redact.redact` before it is stored.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk.exceptions import AirflowException
+
+#: Longest vendor error text kept in an exception or a trigger event.
+MAX_DETAIL_CHARS = 500
+
+
+def shorten(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """Cut ``text`` to ``limit`` characters, marking the cut so nobody mistakes it for the whole text."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return text[: limit - 15].rstrip() + " ...[truncated]"
+
+
+class RunwatchError(AirflowException):
+    """Base class of everything this provider raises on purpose."""
+
+
+class ConfigurationError(RunwatchError):
+    """The connection or operator arguments are unusable (bad URL, missing key, invalid option)."""
+
+
+class VendorAPIError(RunwatchError):
+    """A vendor call failed. ``transient`` errors are worth retrying; the others are not."""
+
+    transient: bool = False
+    kind: str = "request failed"
+
+    def __init__(
+        self,
+        *,
+        vendor: str,
+        endpoint: str,
+        status_code: int | None = None,
+        detail: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        self.vendor = vendor
+        self.endpoint = endpoint
+        self.http_status = status_code
+        self.detail = shorten(detail) if detail else ""
+        self.retry_after = retry_after
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        """One line: vendor, endpoint, status and the vendor's own words."""
+        status = f"HTTP {self.http_status}" if self.http_status is not None else "no HTTP response"
+        text = f"{self.vendor} {self.endpoint}: {self.kind} ({status})"
+        if self.detail:
+            text += f": {self.detail}"
+        return text
+
+
+class AuthError(VendorAPIError):
+    """401/403: the key is wrong, revoked or lacks a permission. Retrying cannot help."""
+
+    kind = "authentication or permission refused"
+
+
+class NotFoundError(VendorAPIError):
+    """404: the run, agent or workflow does not exist or belongs to another account."""
+
+    kind = "not found"
+
+
+class ConflictError(VendorAPIError):
+    """409: the request clashes with the resource's state (e.g. a session id that already exists)."""
+
+    kind = "conflict"
+
+
+class ClientError(VendorAPIError):
+    """Any other 4xx: the request itself is wrong (validation, credits, size)."""
+
+    kind = "request rejected"
+
+
+class RateLimitedError(VendorAPIError):
+    """429: slow down. ``retry_after`` holds the vendor's hint in seconds when it sent one."""
+
+    kind = "rate limited"
+    transient = True
+
+
+class ServerError(VendorAPIError):
+    """5xx: the vendor failed; usually passes."""
+
+    kind = "server error"
+    transient = True
+
+
+class TransportError(VendorAPIError):
+    """No usable HTTP response: connection refused, reset, timed out.
+
+    ``reached_server`` is False only when the request provably never left (connect failures), which is
+    what makes a retry of a non-idempotent start call safe.
+    """
+
+    kind = "network error"
+    transient = True
+
+    def __init__(self, *, reached_server: bool, **kwargs: object) -> None:
+        self.reached_server = reached_server
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
+class MalformedResponseError(VendorAPIError):
+    """The vendor answered 2xx with a body we cannot read (not JSON, wrong shape, too large)."""
+
+    kind = "malformed response"
+    transient = True
+
+
+class ResponseTooLargeError(MalformedResponseError):
+    """The body exceeded the configured size cap; we stopped reading instead of exhausting memory."""
+
+    kind = "response too large"
+    transient = False

@@ -1,0 +1,1 @@
+"""Hooks: one per vendor connection type, each with a blocking and an asyncio client."""

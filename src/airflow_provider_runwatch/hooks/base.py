@@ -1,0 +1,182 @@
+"""Shared hook machinery: connection -> settings -> sync/async API clients, plus run helpers that work
+for every :class:`~airflow_provider_runwatch.core.adapter.RunAdapter`.
+
+Vendor hooks add their own operations as one-liners over :meth:`RunwatchHook.call` / :meth:`acall`, so
+the blocking and the asyncio variants of an operation share the same request building and parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec, settings_from_connection
+from airflow_provider_runwatch.core.errors import RunwatchError
+from airflow_provider_runwatch.core.http import ApiClient, AsyncApiClient, Call, ClientOptions, RetryPolicy
+from airflow_provider_runwatch.provider_info import connection_form_widgets, ui_field_behaviour
+
+if TYPE_CHECKING:
+    from airflow_provider_runwatch.core.adapter import RunAdapter, RunResult
+    from airflow_provider_runwatch.core.models import RunStatus
+
+T = TypeVar("T")
+
+#: A cancel must not hold up a kill or a failing task for long.
+CANCEL_TIMEOUT_SECONDS = 15.0
+
+
+class RunwatchHook(BaseHook):
+    """Base of the vendor hooks. Subclasses set the class attributes and add vendor operations."""
+
+    vendor: ClassVar[VendorSpec]
+    conn_name_attr = "conn_id"
+    default_conn_name: ClassVar[str]
+    conn_type: ClassVar[str]
+    hook_name: ClassVar[str]
+
+    def __init__(self, conn_id: str | None = None, *, retry: RetryPolicy | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id or self.default_conn_name
+        self.retry = retry or RetryPolicy()
+        self._settings: ConnectionSettings | None = None
+        self._client: ApiClient | None = None
+
+    # -- connection ---------------------------------------------------------------------------------
+    @property
+    def settings(self) -> ConnectionSettings:
+        """Settings from the Airflow connection (worker side; cached for the hook's life)."""
+        if self._settings is None:
+            conn = self.get_connection(self.conn_id)
+            self._settings = settings_from_connection(conn, self.vendor)
+            _mask(self._settings.api_key)
+        return self._settings
+
+    async def aget_settings(self) -> ConnectionSettings:
+        """Settings read without blocking the event loop (triggerer side)."""
+        if self._settings is None:
+            conn = await self.aget_connection(self.conn_id)
+            self._settings = settings_from_connection(conn, self.vendor)
+        return self._settings
+
+    def client_options(self, settings: ConnectionSettings) -> ClientOptions:
+        """Auth and per-connection client options. Default: ``Authorization: Bearer <key>``."""
+        return ClientOptions(headers={"Authorization": f"Bearer {settings.api_key}"}, retry=self.retry)
+
+    # -- blocking -----------------------------------------------------------------------------------
+    @property
+    def client(self) -> ApiClient:
+        if self._client is None:
+            settings = self.settings
+            self._client = ApiClient(settings, self.client_options(settings))
+        return self._client
+
+    def call(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
+        return self.client.call(call, retry=retry)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- asyncio ------------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def async_client(self) -> AsyncIterator[AsyncApiClient]:
+        """One client for a block of calls (a trigger holds one for its whole life)."""
+        settings = await self.aget_settings()
+        client = AsyncApiClient(settings, self.client_options(settings))
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+    async def acall(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
+        async with self.async_client() as client:
+            return await client.call(call, retry=retry)
+
+    # -- runs (any adapter) -------------------------------------------------------------------------
+    def get_status(self, adapter: RunAdapter, run_id: str) -> RunStatus:
+        return self.call(adapter.status_call(self.settings, adapter.validate_run_id(run_id)))
+
+    def get_result(self, adapter: RunAdapter, run_id: str) -> RunResult:
+        return self.call(adapter.result_call(self.settings, adapter.validate_run_id(run_id)))
+
+    def cancel(self, adapter: RunAdapter, run_id: str) -> bool:
+        """Ask the vendor to cancel. Returns False (and logs why) when the vendor has no cancel.
+
+        Never raises: it is called from kill paths and failure paths, where a second error would hide
+        the first. Failures are logged with the run id.
+        """
+        call = adapter.cancel_call(self.settings, run_id)
+        if call is None:
+            self._warn_no_cancel(adapter, run_id)
+            return False
+        try:
+            self.call(call, retry=RetryPolicy(max_attempts=2, max_delay=2.0))
+        except RunwatchError as exc:
+            self.log.error("Could not cancel %s %s %s: %s", self.vendor.display_name, adapter.noun, run_id, exc)
+            return False
+        self.log.info("Asked %s to cancel %s %s", self.vendor.display_name, adapter.noun, run_id)
+        return True
+
+    async def acancel(self, adapter: RunAdapter, run_id: str) -> bool:
+        """Asyncio twin of :meth:`cancel`, bounded in time, never raising."""
+        settings = await self.aget_settings()
+        call = adapter.cancel_call(settings, run_id)
+        if call is None:
+            self._warn_no_cancel(adapter, run_id)
+            return False
+        try:
+            await asyncio.wait_for(
+                self.acall(call, retry=RetryPolicy(max_attempts=2, max_delay=2.0)), CANCEL_TIMEOUT_SECONDS
+            )
+        except (RunwatchError, asyncio.TimeoutError) as exc:
+            self.log.error("Could not cancel %s %s %s: %r", self.vendor.display_name, adapter.noun, run_id, exc)
+            return False
+        self.log.info("Asked %s to cancel %s %s", self.vendor.display_name, adapter.noun, run_id)
+        return True
+
+    def _warn_no_cancel(self, adapter: RunAdapter, run_id: str) -> None:
+        self.log.warning(
+            "%s has no API to cancel a %s: %s %s keeps running on the vendor's side",
+            self.vendor.display_name,
+            adapter.noun,
+            adapter.noun,
+            run_id,
+        )
+
+    # -- UI -----------------------------------------------------------------------------------------
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Pre-3.2 form customisation; 3.2+ reads the same data from the provider info."""
+        return ui_field_behaviour(cls.conn_type)
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        return connection_form_widgets(cls.conn_type)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Prove the key works with one cheap read that starts nothing."""
+        try:
+            message = self.probe()
+        except RunwatchError as exc:
+            return False, str(exc)
+        finally:
+            self.close()
+        return True, message
+
+    def probe(self) -> str:
+        """The cheap authenticated read behind :meth:`test_connection`; returns a success message."""
+        raise NotImplementedError
+
+
+def _mask(secret: str) -> None:
+    """Register the key with Airflow's log masker (worker side only; it is not safe inside the loop)."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - very old SDKs
+        return
+    mask_secret(secret)

@@ -1,0 +1,392 @@
+"""What every runwatch operator and sensor shares: hooks and adapters resolved lazily, the deadline,
+the trigger, event validation, the final-result fetch, XCom pushes, failure messages and cancellation.
+
+Module-level imports stay light on purpose: every DAG file that imports an operator pays for them in
+the dag-processor, so httpx, the vendor models and the triggers are imported only when a task runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_runwatch.core.errors import ConfigurationError, RunwatchError, shorten
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_runwatch.core.adapter import RunAdapter, RunResult
+    from airflow_provider_runwatch.core.models import RunEvent, RunStatus
+    from airflow_provider_runwatch.hooks.base import RunwatchHook
+    from airflow_provider_runwatch.triggers.base import RunTrigger
+
+#: task_state_store key holding the id of the run this task instance started (Airflow >= 3.3).
+STATE_KEY = "runwatch_run_id"
+#: How long before ``execution_timeout`` the trigger gives up, so the task can still cancel the run.
+EXECUTION_TIMEOUT_MARGIN = 5.0
+
+
+class RunFailedError(RunwatchError):
+    """The remote run ended badly (failed, cancelled, timed out, or could not be watched)."""
+
+
+@cache
+def _import(path: str) -> Any:
+    """Import ``package.module.attribute`` once; later calls hit the cache."""
+    module, _, attribute = path.rpartition(".")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _default_deferrable() -> bool:
+    from airflow.configuration import conf
+
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+def _seconds(value: float | timedelta | None, name: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds <= 0:
+        raise ConfigurationError(f"{name} must be positive, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    run_id: str
+    url: str | None = None
+
+
+class RunTaskMixin:
+    """Behaviour shared by :class:`RunOperator` and the run sensors. Needs ``BaseOperator`` beside it."""
+
+    #: Dotted paths, resolved only when a task runs (keeps DAG parsing cheap).
+    hook_class_path: ClassVar[str]
+    adapter_path: ClassVar[str]
+    trigger_class_path: ClassVar[str]
+    #: Vendor-appropriate default poll interval in seconds.
+    default_poll_interval: ClassVar[float] = 5.0
+
+    conn_id: str | None
+    poll_interval: float
+    max_consecutive_failures: int
+    cancel_on_kill: bool
+    if TYPE_CHECKING:
+        log: Any
+        task_id: str
+        execution_timeout: timedelta | None
+
+    # -- lazily resolved collaborators ----------------------------------------------------------------
+    @property
+    def adapter(self) -> RunAdapter:
+        adapter: RunAdapter = _import(self.adapter_path)
+        return adapter
+
+    @property
+    def hook(self) -> RunwatchHook:
+        if getattr(self, "_hook", None) is None:
+            self._hook: RunwatchHook | None = _import(self.hook_class_path)(self.conn_id)
+        assert self._hook is not None
+        return self._hook
+
+    @property
+    def vendor_name(self) -> str:
+        return self.adapter.vendor.display_name
+
+    def what(self, run_id: str) -> str:
+        """``Puffle chat run run_abc`` - used in every message about a run."""
+        return f"{self.vendor_name} {self.adapter.noun} {run_id}"
+
+    # -- waiting --------------------------------------------------------------------------------------
+    def deadline(self, context: Context, timeout: float | None) -> float | None:
+        """Absolute deadline from ``timeout`` and ``execution_timeout``, whichever comes first.
+
+        Airflow does not apply ``execution_timeout`` to a deferred task, so the trigger enforces it,
+        a few seconds early, so that the task still gets to cancel the run and say why it failed.
+        """
+        candidates = []
+        if timeout is not None:
+            candidates.append(time.time() + timeout)
+        if self.execution_timeout is not None:
+            ti = context.get("ti")
+            start = getattr(ti, "start_date", None)
+            begun = start.timestamp() if start is not None else time.time()
+            candidates.append(begun + self.execution_timeout.total_seconds() - EXECUTION_TIMEOUT_MARGIN)
+        return min(candidates) if candidates else None
+
+    def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
+        trigger_class: type[RunTrigger] = _import(self.trigger_class_path)
+        return trigger_class(
+            conn_id=self.hook.conn_id,
+            run_id=run_id,
+            poll_interval=self.poll_interval,
+            deadline=deadline,
+            max_consecutive_failures=self.max_consecutive_failures,
+            stop_on_paused=stop_on_paused,
+            cancel_on_kill=self.cancel_on_kill,
+        )
+
+    def wait_blocking(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunEvent:
+        """The ``deferrable=False`` wait: same Poller as the trigger, blocking the worker slot."""
+        from airflow_provider_runwatch.core.http import NO_RETRY
+        from airflow_provider_runwatch.core.polling import Poller, WaitOptions, watch_sync
+
+        options = WaitOptions(
+            poll_interval=self.poll_interval,
+            deadline=deadline,
+            max_consecutive_failures=self.max_consecutive_failures,
+            stop_on_paused=stop_on_paused,
+        )
+        poller = Poller(vendor=self.vendor_name, run_id=run_id, options=options, log=self.log)
+        hook, adapter = self.hook, self.adapter
+        call = adapter.status_call(hook.settings, adapter.validate_run_id(run_id))
+        return watch_sync(poller, lambda: hook.call(call, retry=NO_RETRY))
+
+    # -- resuming -------------------------------------------------------------------------------------
+    def validate_event(self, event: Any, run_id: str | None) -> RunEvent:
+        """Refuse anything but a well-formed event about the run we deferred on, with a clear message."""
+        from pydantic import ValidationError
+
+        from airflow_provider_runwatch.core.models import RunEvent
+
+        where = f"{self.vendor_name} {self.adapter.noun}"
+        if event is None:
+            raise RunFailedError(f"{where} {run_id or '?'}: resumed without a trigger event; clear the task to retry")
+        if not isinstance(event, dict):
+            raise RunFailedError(f"{where} {run_id or '?'}: trigger event must be a dict, got {type(event).__name__}")
+        try:
+            parsed = RunEvent.model_validate(event)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+            raise RunFailedError(f"{where} {run_id or '?'}: malformed trigger event ({problems})") from None
+        if run_id is not None and parsed.run_id != run_id:
+            raise RunFailedError(
+                f"{where} {run_id}: trigger event is about run {parsed.run_id!r}, not the run this task deferred on"
+            )
+        return parsed
+
+    def finish(self, context: Context, event: RunEvent, run_id: str) -> Any:
+        """Turn the final event into the task's outcome: the answer, or one clear failure line."""
+        if event.status == "success":
+            return self.succeed(context, self.fetch_result(run_id))
+        if event.status == "paused":
+            return self.on_paused(context, event, run_id)
+        self.push_failure_summary(context, event)
+        note = ""
+        if event.status == "timeout" and self.cancel_on_kill:
+            cancelled = self.hook.cancel(self.adapter, run_id)
+            note = " Cancel requested." if cancelled else f" {self.vendor_name} cannot cancel it: it may still finish."
+        raise RunFailedError(self.failure_message(event, run_id) + note)
+
+    def fetch_result(self, run_id: str) -> RunResult:
+        try:
+            return self.hook.get_result(self.adapter, run_id)
+        except RunwatchError as exc:
+            raise RunFailedError(
+                f"{self.what(run_id)} succeeded but its result could not be fetched: {exc}. "
+                "Retry the task: it reattaches to this run instead of starting another."
+            ) from None
+
+    def succeed(self, context: Context, result: RunResult) -> Any:
+        """Push ``messages`` and ``run``; the answer becomes the return value."""
+        ti = context["ti"]
+        if result.messages is not None:
+            ti.xcom_push(key="messages", value=result.messages)
+        summary = result.summary
+        if summary.url is None:
+            summary = summary.model_copy(update={"url": self.adapter.run_url(self.hook.settings, summary.run_id)})
+        ti.xcom_push(key="run", value=summary.to_xcom())
+        self.log.info("%s succeeded", self.what(summary.run_id))
+        return result.answer
+
+    def on_paused(self, context: Context, event: RunEvent, run_id: str) -> Any:
+        raise RunFailedError(self.failure_message(event, run_id))
+
+    def push_failure_summary(self, context: Context, event: RunEvent) -> None:
+        context["ti"].xcom_push(
+            key="run",
+            value={
+                "vendor": event.vendor,
+                "run_id": event.run_id,
+                "state": event.state.value if event.state else None,
+                "vendor_state": event.vendor_state,
+                "outcome": event.status,
+                "error": event.message,
+            },
+        )
+
+    def failure_message(self, event: RunEvent, run_id: str) -> str:
+        """vendor, run id, vendor state, the vendor's error text (cut), and what the user can do."""
+        state = f" (vendor state '{event.vendor_state}')" if event.vendor_state else ""
+        text = f": {shorten(event.message, 500)}" if event.message else ""
+        what = self.what(run_id)
+        hints = {
+            "failed": f"{what} failed{state}{text}. Check the input and the agent, then retry the task.",
+            "cancelled": f"{what} was cancelled{state}{text}. Clear the task to start a new run.",
+            "paused": f"{what} is paused{state}{text}. It needs a human decision in {self.vendor_name}.",
+            "timeout": f"{what} did not finish before the deadline{text}. Raise `timeout` if it needs longer.",
+            "error": f"Stopped watching {what}{state}{text}. The run itself may still be going.",
+        }
+        return hints.get(event.status, f"{what} ended with {event.status}{state}{text}")
+
+    def check_run_ids(self, *ids: str | None) -> None:
+        for run_id in ids:
+            if run_id is not None:
+                self.adapter.validate_run_id(run_id)
+
+
+class RunOperator(RunTaskMixin, BaseOperator):
+    """Start a run, record its id, wait for it (on the triggerer by default) and return its answer.
+
+    :param conn_id: Airflow connection id (defaults to the vendor's ``<vendor>_default``).
+    :param wait_for_completion: ``False`` returns the run id right after starting.
+    :param deferrable: wait on the triggerer (default from ``[operators] default_deferrable``).
+    :param poll_interval: seconds between status polls (vendor-appropriate default).
+    :param timeout: seconds for the whole wait; an absolute deadline that survives triggerer restarts.
+        When it passes the run is cancelled where the vendor allows it and the task fails.
+    :param cancel_on_kill: cancel the remote run when the task is killed or times out.
+    :param reattach: on a retry, watch the run the previous try started instead of starting another
+        (needs Airflow >= 3.3's ``task_state_store``).
+    :param max_consecutive_failures: transient poll failures in a row (network, 429, 5xx) before giving up.
+    """
+
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        conn_id: str | None = None,
+        wait_for_completion: bool = True,
+        deferrable: bool | None = None,
+        poll_interval: float | None = None,
+        timeout: float | timedelta | None = None,
+        cancel_on_kill: bool = True,
+        reattach: bool = True,
+        max_consecutive_failures: int = 5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = _default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = _seconds(poll_interval, "poll_interval") or self.default_poll_interval
+        self.timeout = _seconds(timeout, "timeout")
+        self.cancel_on_kill = cancel_on_kill
+        self.reattach = reattach
+        if max_consecutive_failures < 1:
+            raise ConfigurationError(f"max_consecutive_failures must be >= 1, got {max_consecutive_failures}")
+        self.max_consecutive_failures = max_consecutive_failures
+        self._run_id: str | None = None
+
+    # -- to implement per operator --------------------------------------------------------------------
+    def start_run(self, context: Context) -> StartedRun:
+        """Start the remote run on the worker and return its id (and URL when the vendor gives one)."""
+        raise NotImplementedError
+
+    # -- flow -----------------------------------------------------------------------------------------
+    def execute(self, context: Context) -> Any:
+        run_id, status = self.reattach_or_start(context)
+        if not self.wait_for_completion:
+            return run_id
+        if status is not None and status.state.terminal:
+            # A previous try's run already finished successfully: hand on its result, start nothing.
+            return self.finish(context, self._event_from(status), run_id)
+        deadline = self.deadline(context, self.timeout)
+        if self.deferrable:
+            self.log.info("Deferring: the triggerer polls %s every %gs", self.what(run_id), self.poll_interval)
+            self.defer(
+                trigger=self.make_trigger(run_id, deadline, stop_on_paused=self.stop_on_paused),
+                method_name="execute_complete",
+                kwargs={"run_id": run_id},
+            )
+        event = self.wait_blocking(run_id, deadline, stop_on_paused=self.stop_on_paused)
+        return self.finish(context, event, run_id)
+
+    def execute_complete(self, context: Context, event: Any = None, run_id: str | None = None) -> Any:
+        """Resume after the trigger: validate its event, then finish on the worker."""
+        self._run_id = run_id
+        parsed = self.validate_event(event, run_id)
+        return self.finish(context, parsed, parsed.run_id)
+
+    @property
+    def stop_on_paused(self) -> bool:
+        return True
+
+    def reattach_or_start(self, context: Context) -> tuple[str, RunStatus | None]:
+        """Reattach to this task instance's earlier run when it is still going or succeeded; else start."""
+        store = context.get("task_state_store") if self.reattach else None  # type: ignore[call-overload]
+        previous = store.get(STATE_KEY) if store is not None else None
+        if isinstance(previous, str) and previous:
+            status = self._status_of_previous(previous)
+            if status is not None and status.state.value not in ("failed", "cancelled"):
+                self.log.info(
+                    "Reattaching to %s started by an earlier try (%s)",
+                    self.what(previous),
+                    status.state.value,
+                )
+                self.remember(context, StartedRun(previous, self.adapter.run_url(self.hook.settings, previous)), store)
+                return previous, status
+        elif self.reattach and store is None and (context.get("ti") is not None) and _try_number(context) > 1:
+            self.log.warning("task_state_store needs Airflow >= 3.3: this retry cannot reattach and starts a new run")
+        started = self.start_run(context)
+        self.log.info("Started %s%s", self.what(started.run_id), f" - {started.url}" if started.url else "")
+        self.remember(context, started, store)
+        return started.run_id, None
+
+    def _status_of_previous(self, run_id: str) -> RunStatus | None:
+        try:
+            return self.hook.get_status(self.adapter, run_id)
+        except RunwatchError as exc:
+            self.log.warning("Cannot read %s from an earlier try (%s); starting a new run", self.what(run_id), exc)
+            return None
+
+    def remember(self, context: Context, started: StartedRun, store: Any) -> None:
+        """Record the run before waiting: XCom for users and downstream tasks, task_state_store for retries."""
+        self._run_id = started.run_id
+        ti = context["ti"]
+        ti.xcom_push(key="run_id", value=started.run_id)
+        if started.url:
+            ti.xcom_push(key="run_url", value=started.url)
+        if store is not None:
+            store.set(STATE_KEY, started.run_id)
+
+    def succeed(self, context: Context, result: RunResult) -> Any:
+        answer = super().succeed(context, result)
+        store = context.get("task_state_store")  # type: ignore[call-overload]
+        if store is not None:
+            # Nothing left to reattach to: a later clear of this task must start a fresh run.
+            store.delete(STATE_KEY)
+        return answer
+
+    def _event_from(self, status: RunStatus) -> RunEvent:
+        from airflow_provider_runwatch.core.models import RunEvent
+
+        outcome = {"succeeded": "success", "failed": "failed", "cancelled": "cancelled"}[status.state.value]
+        return RunEvent(
+            status=outcome,  # type: ignore[arg-type]
+            vendor=status.vendor,
+            run_id=status.run_id,
+            state=status.state,
+            vendor_state=status.vendor_state,
+            message=status.error or "",
+        )
+
+    def on_kill(self) -> None:
+        """Blocking path (and execution_timeout): cancel the remote run where the vendor can."""
+        if self._run_id is None:
+            return
+        if not self.cancel_on_kill:
+            self.log.info("cancel_on_kill is off: %s keeps running", self.what(self._run_id))
+            return
+        self.hook.cancel(self.adapter, self._run_id)
+
+
+def _try_number(context: Context) -> int:
+    return int(getattr(context.get("ti"), "try_number", 1) or 1)

@@ -1,0 +1,133 @@
+"""The provider-info dict and the connection forms, kept in one place.
+
+Airflow >= 3.2 renders connection forms from ``conn-fields`` / ``ui-field-behaviour`` in this dict without
+importing hooks; the hooks' ``get_ui_field_behaviour`` / ``get_connection_form_widgets`` (for 3.1) read the
+same definitions from here, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_runwatch import __version__
+
+PACKAGE = "airflow_provider_runwatch"
+
+#: connection type -> (hook class, display name, ui-field-behaviour, conn-fields)
+CONNECTION_TYPES: dict[str, dict[str, Any]] = {
+    "gumloop": {
+        "hook-class-name": f"{PACKAGE}.hooks.gumloop.GumloopHook",
+        "hook-name": "Gumloop",
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "port"],
+            "relabeling": {"host": "API base URL", "login": "User ID", "password": "API key"},
+            "placeholders": {
+                "host": "https://api.gumloop.com/api/v1 (leave empty for the default)",
+                "login": "your Gumloop user id (sent as user_id and x-auth-key)",
+                "password": "Gumloop API key (personal or team)",
+            },
+        },
+        "conn-fields": {
+            "project_id": {
+                "label": "Project ID",
+                "description": "Workspace/project id; sent as project_id on the legacy endpoints.",
+                "schema": {"type": ["string", "null"]},
+            },
+            "team_id": {
+                "label": "Team ID",
+                "description": "Set when the key is a team key: added as ?team_id= to every request.",
+                "schema": {"type": ["string", "null"]},
+            },
+        },
+    },
+    "gloriamundo": {
+        "hook-class-name": f"{PACKAGE}.hooks.gloriamundo.GloriaMundoHook",
+        "hook-name": "GloriaMundo",
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "port", "login"],
+            "relabeling": {"host": "API base URL", "password": "API key"},
+            "placeholders": {
+                "host": "https://app.gloriamundo.com/api/v1 (leave empty for the default)",
+                "password": "gm_live_...",
+            },
+        },
+        "conn-fields": {
+            "auth_header": {
+                "label": "Send key as",
+                "description": "Authorization: Bearer (default) or the X-API-Key header.",
+                "schema": {"type": ["string", "null"], "enum": ["bearer", "x-api-key", None]},
+            },
+            "polls_per_minute": {
+                "label": "Status polls per minute (per key)",
+                "description": "Shared budget for all runs of this key in one process; the API allows 60.",
+                "schema": {"type": ["number", "null"], "minimum": 1, "maximum": 60},
+            },
+        },
+    },
+    "puffle": {
+        "hook-class-name": f"{PACKAGE}.hooks.puffle.PuffleHook",
+        "hook-name": "Puffle",
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "port", "login"],
+            "relabeling": {"host": "API base URL", "password": "API key"},
+            "placeholders": {
+                "host": "https://app.puffle.ai (leave empty for the default)",
+                "password": "pk_live_... (an admin key: agent chat refuses other keys)",
+            },
+        },
+        "conn-fields": {},
+    },
+}
+
+
+def ui_field_behaviour(conn_type: str) -> dict[str, Any]:
+    """The legacy (pre-3.2) shape of the field behaviour, for hooks' ``get_ui_field_behaviour``."""
+    behaviour = CONNECTION_TYPES[conn_type]["ui-field-behaviour"]
+    return {
+        "hidden_fields": list(behaviour["hidden-fields"]),
+        "relabeling": dict(behaviour["relabeling"]),
+        "placeholders": dict(behaviour["placeholders"]),
+    }
+
+
+def connection_form_widgets(conn_type: str) -> dict[str, Any]:
+    """Legacy wtforms widgets (Airflow 3.1 with the FAB provider installed)."""
+    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget  # type: ignore[import-not-found,unused-ignore]
+    from wtforms import StringField  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    return {
+        name: StringField(field["label"], widget=BS3TextFieldWidget(), description=field.get("description"))
+        for name, field in CONNECTION_TYPES[conn_type]["conn-fields"].items()
+    }
+
+
+def provider_info() -> dict[str, Any]:
+    modules = ("gumloop", "gloriamundo", "puffle")
+    return {
+        "package-name": "airflow-provider-runwatch",
+        "name": "Runwatch (hosted AI agent runs)",
+        "description": "Run Gumloop, GloriaMundo and Puffle agents and workflows from Airflow, deferrable.",
+        "versions": [__version__],
+        "connection-types": [
+            {
+                "connection-type": conn_type,
+                **{k: v for k, v in spec.items() if not (k == "conn-fields" and not v)},
+            }
+            for conn_type, spec in CONNECTION_TYPES.items()
+        ],
+        "hooks": [
+            {"integration-name": name.capitalize(), "python-modules": [f"{PACKAGE}.hooks.{name}"]} for name in modules
+        ],
+        "operators": [
+            {"integration-name": name.capitalize(), "python-modules": [f"{PACKAGE}.operators.{name}"]}
+            for name in modules
+        ],
+        "sensors": [
+            {"integration-name": name.capitalize(), "python-modules": [f"{PACKAGE}.sensors.{name}"]} for name in modules
+        ],
+        "triggers": [
+            {"integration-name": name.capitalize(), "python-modules": [f"{PACKAGE}.triggers.{name}"]}
+            for name in modules
+        ],
+        "extra-links": [f"{PACKAGE}.links.RunLink"],
+    }

@@ -1,0 +1,1 @@
+"""Sensors: wait for a run started elsewhere (poke, reschedule or deferrable)."""

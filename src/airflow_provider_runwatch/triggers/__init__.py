@@ -1,0 +1,1 @@
+"""Triggers: poll a run on the triggerer with the shared polling core."""
