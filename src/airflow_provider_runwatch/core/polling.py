@@ -46,6 +46,8 @@ class Poller:
     run_id: str
     options: WaitOptions
     log: Any
+    #: What is being watched, for log lines: "chat run", "session", "flow run".
+    noun: str = "run"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     clock: Clock = time.time
     failures: int = 0
@@ -104,8 +106,9 @@ class Poller:
             )
         delay = max(self.options.poll_interval, self.retry.delay_for(error, self.failures))
         self.log.warning(
-            "%s run %s: %s; failure %d/%d, next poll in %.1fs",
+            "%s %s %s: %s; failure %d/%d, next poll in %.1fs",
             self.vendor,
+            self.noun,
             self.run_id,
             error.describe(),
             self.failures,
@@ -130,8 +133,9 @@ class Poller:
         if status.unknown_state and status.vendor_state not in self._seen_unknown:
             self._seen_unknown.add(status.vendor_state)
             self.log.warning(
-                "%s run %s reports unknown state '%s'; treating it as still running",
+                "%s %s %s reports unknown state '%s'; treating it as still running",
                 self.vendor,
+                self.noun,
                 self.run_id,
                 status.vendor_state,
             )
@@ -142,7 +146,7 @@ class Poller:
             line += f", {described}"
         if line != self._last_line:
             self._last_line = line
-            self.log.info("%s run %s: %s", self.vendor, self.run_id, line)
+            self.log.info("%s %s %s: %s", self.vendor, self.noun, self.run_id, line)
 
 
 async def watch_async(poller: Poller, fetch: Callable[[], Awaitable[RunStatus]]) -> RunEvent:

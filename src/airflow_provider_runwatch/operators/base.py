@@ -144,7 +144,7 @@ class RunTaskMixin:
             max_consecutive_failures=self.max_consecutive_failures,
             stop_on_paused=stop_on_paused,
         )
-        poller = Poller(vendor=self.vendor_name, run_id=run_id, options=options, log=self.log)
+        poller = Poller(vendor=self.vendor_name, run_id=run_id, options=options, log=self.log, noun=self.adapter.noun)
         hook, adapter = self.hook, self.adapter
         call = adapter.status_call(hook.settings, adapter.validate_run_id(run_id))
         return watch_sync(poller, lambda: hook.call(call, retry=NO_RETRY))

@@ -71,7 +71,9 @@ class RunTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         vendor = self.adapter.vendor.display_name
-        poller = Poller(vendor=vendor, run_id=self.run_id, options=self.wait_options(), log=self.log)
+        poller = Poller(
+            vendor=vendor, run_id=self.run_id, options=self.wait_options(), log=self.log, noun=self.adapter.noun
+        )
         try:
             hook = self.hook_class(self.conn_id)
             async with hook.async_client() as client:

@@ -1,0 +1,139 @@
+"""PuffleChatRunTrigger driven like the triggerer drives it, against the emulator over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from airflow_provider_runwatch.emulator.server import EmulatorServer
+from airflow_provider_runwatch.hooks.puffle import PuffleHook
+from airflow_provider_runwatch.triggers.puffle import PuffleChatRunTrigger
+from tests.conftest import SECRET_KEY
+from tests.helpers import first_event, rehydrate
+
+pytestmark = pytest.mark.anyio
+
+
+def start(message: str) -> str:
+    return PuffleHook().start_chat(message).runId
+
+
+def trigger(run_id: str, **kw: object) -> PuffleChatRunTrigger:
+    options: dict[str, object] = {"conn_id": "puffle_default", "run_id": run_id, "poll_interval": 0.2}
+    options.update(kw)
+    return PuffleChatRunTrigger(**options)  # type: ignore[arg-type]
+
+
+async def test_round_trip_keeps_every_kwarg_and_no_secret(secret_connections: dict[str, str]) -> None:
+    original = trigger("run_abc", deadline=time.time() + 60, max_consecutive_failures=7, cancel_on_kill=False)
+    again = rehydrate(original)
+    assert type(again) is PuffleChatRunTrigger
+    assert again.serialize() == original.serialize()
+    assert SECRET_KEY not in json.dumps(original.serialize())
+
+
+async def test_runs_to_success_with_a_small_event(secret_connections: dict[str, str]) -> None:
+    run_id = start("Summarise Acme [emulator: queued=1 polls=2]")
+    event = await first_event(rehydrate(trigger(run_id)))
+    assert event["status"] == "success"
+    assert event["run_id"] == run_id
+    assert event["vendor_state"] == "completed"
+    assert set(event) <= {"status", "vendor", "run_id", "state", "vendor_state", "message", "deadline"}
+    encoded = json.dumps(event)
+    assert SECRET_KEY not in encoded
+    assert "Summarise Acme" not in encoded, "the conversation stays out of trigger events"
+
+
+async def test_failed_run_event_carries_the_vendor_error(secret_connections: dict[str, str]) -> None:
+    run_id = start("x [emulator: polls=0 outcome=failed error='quota exceeded for tool']")
+    event = await first_event(trigger(run_id))
+    assert (event["status"], event["vendor_state"], event["message"]) == ("failed", "failed", "quota exceeded for tool")
+
+
+async def test_unknown_state_keeps_waiting(
+    secret_connections: dict[str, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Airflow's structlog writes task and trigger logs to stdout, so that is where we read them.
+    run_id = start("x [emulator: polls=3 unknown_state=thinking]")
+    event = await first_event(trigger(run_id))
+    assert event["status"] == "success"
+    assert capfd.readouterr().out.count("unknown state 'thinking'") == 1
+
+
+async def test_malformed_and_429_within_budget(secret_connections: dict[str, str]) -> None:
+    run_id = start("x [emulator: malformed=1 rate_limit=1 retry_after=1 polls=0]")
+    started = time.monotonic()
+    event = await first_event(trigger(run_id, max_consecutive_failures=3))
+    assert event["status"] == "success"
+    assert time.monotonic() - started >= 1.0, "Retry-After was honoured"
+
+
+async def test_5xx_burst_shorter_than_budget_passes_longer_fails(secret_connections: dict[str, str]) -> None:
+    ok = await first_event(trigger(start("x [emulator: http5xx=2 polls=0]"), max_consecutive_failures=3))
+    assert ok["status"] == "success"
+    bad_id = start("x [emulator: http5xx=6 polls=0]")
+    bad = await first_event(trigger(bad_id, max_consecutive_failures=3))
+    assert bad["status"] == "error"
+    assert "3 consecutive" in bad["message"] and "HTTP 503" in bad["message"]
+    assert bad["run_id"] == bad_id
+
+
+async def test_not_found_ends_at_once(secret_connections: dict[str, str], runwatch_emulator: EmulatorServer) -> None:
+    event = await first_event(trigger("run_doesnotexist000000000000"))
+    assert event["status"] == "error"
+    assert "not found (HTTP 404)" in event["message"]
+
+
+async def test_missing_connection_is_an_event_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    event = await first_event(trigger("run_x", conn_id="no_such_conn"))
+    assert event["status"] == "error"
+    assert "no_such_conn" in event["message"]
+
+
+async def test_deadline_survives_recreation_from_serialized_kwargs(secret_connections: dict[str, str]) -> None:
+    run_id = start("never [emulator: polls=never]")
+    deadline = time.time() + 2.0
+    first = trigger(run_id, deadline=deadline, poll_interval=0.3)
+    events = first.run()
+    task = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(1.0)
+    task.cancel()  # the triggerer dies ...
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    event = await first_event(rehydrate(first))  # ... and a new one rebuilds the trigger from the DB
+    fired = time.time()
+    assert event["status"] == "timeout"
+    assert event["deadline"] == pytest.approx(deadline)
+    assert deadline <= fired < deadline + 0.5, "fires at the original deadline, not a fresh timeout"
+
+
+async def test_on_kill_says_puffle_cannot_cancel(
+    secret_connections: dict[str, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    await trigger("run_abc").on_kill()
+    assert "Puffle has no API to cancel a chat run: chat run run_abc keeps running" in capfd.readouterr().out
+
+
+async def test_many_triggers_never_block_the_loop(secret_connections: dict[str, str]) -> None:
+    """200 triggers on one loop against a slow emulator (0.3 s per answer): the loop stays responsive."""
+    run_ids = [start(f"slow {i} [emulator: polls=2 slow=0.3]") for i in range(200)]
+    lags: list[float] = []
+    done = asyncio.Event()
+
+    async def probe() -> None:
+        while not done.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(0.02)
+            lags.append(time.perf_counter() - before - 0.02)
+
+    probe_task = asyncio.ensure_future(probe())
+    events = await asyncio.gather(*(first_event(trigger(r, poll_interval=0.3)) for r in run_ids))
+    done.set()
+    await probe_task
+    assert [e["status"] for e in events] == ["success"] * 200
+    lags.sort()
+    p99 = lags[int(len(lags) * 0.99) - 1]
+    assert p99 < 0.1, f"event-loop lag p99 {p99 * 1000:.0f} ms"

@@ -1,0 +1,180 @@
+"""The Poller's decisions, with a fake clock (no sleeping): the same object drives trigger and sync wait."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from airflow_provider_runwatch.core.errors import (
+    AuthError,
+    ConfigurationError,
+    NotFoundError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+)
+from airflow_provider_runwatch.core.http import RetryPolicy
+from airflow_provider_runwatch.core.models import RunEvent, RunState, RunStatus
+from airflow_provider_runwatch.core.polling import Poller, WaitOptions, watch_sync
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.now += seconds
+
+
+def status(state: RunState, vendor_state: str | None = None, **kw: object) -> RunStatus:
+    return RunStatus(vendor="Puffle", run_id="run_1", state=state, vendor_state=vendor_state or state.value, **kw)
+
+
+def poller(clock: Clock, **options: object) -> Poller:
+    opts = WaitOptions(poll_interval=float(options.pop("poll_interval", 2.0)), **options)  # type: ignore[arg-type]
+    return Poller(
+        vendor="Puffle", run_id="run_1", options=opts, log=logging.getLogger("t"), clock=clock, retry=RetryPolicy()
+    )
+
+
+def run(clock: Clock, p: Poller, answers: list[object]) -> tuple[RunEvent, int]:
+    calls = 0
+
+    def fetch() -> RunStatus:
+        nonlocal calls
+        answer = answers[min(calls, len(answers) - 1)]
+        calls += 1
+        if isinstance(answer, BaseException):
+            raise answer
+        assert isinstance(answer, RunStatus)
+        return answer
+
+    return watch_sync(p, fetch, sleep=clock.sleep), calls
+
+
+def test_runs_to_success_polling_at_the_interval() -> None:
+    clock = Clock()
+    p = poller(clock)
+    event, calls = run(clock, p, [status(RunState.QUEUED), status(RunState.RUNNING), status(RunState.SUCCEEDED)])
+    assert event.status == "success"
+    assert calls == 3
+    assert event.vendor_state == "succeeded"
+    # first poll within one interval (random phase), then two intervals
+    assert 1_004.0 <= clock.now <= 1_006.0
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [(RunState.FAILED, "failed"), (RunState.CANCELLED, "cancelled"), (RunState.PAUSED, "paused")],
+)
+def test_terminal_and_paused_states_end_the_wait(state: RunState, expected: str) -> None:
+    clock = Clock()
+    event, _ = run(clock, poller(clock), [status(state, error="tool timed out")])
+    assert event.status == expected
+    assert event.message == "tool timed out"
+
+
+def test_paused_keeps_waiting_when_asked() -> None:
+    clock = Clock()
+    event, calls = run(
+        clock,
+        poller(clock, stop_on_paused=False),
+        [status(RunState.PAUSED), status(RunState.PAUSED), status(RunState.SUCCEEDED)],
+    )
+    assert event.status == "success"
+    assert calls == 3
+
+
+def test_transient_failures_within_budget_do_not_end_the_wait() -> None:
+    clock = Clock()
+    boom = ServerError(vendor="Puffle", endpoint="GET x", status_code=503)
+    event, calls = run(clock, poller(clock, max_consecutive_failures=3), [boom, boom, status(RunState.SUCCEEDED)])
+    assert event.status == "success"
+    assert calls == 3
+
+
+def test_budget_counts_consecutive_failures_only() -> None:
+    clock = Clock()
+    boom = TransportError(reached_server=True, vendor="Puffle", endpoint="GET x")
+    answers: list[object] = [boom, boom, status(RunState.RUNNING), boom, boom, status(RunState.SUCCEEDED)]
+    event, _ = run(clock, poller(clock, max_consecutive_failures=3), answers)
+    assert event.status == "success"
+
+
+def test_budget_exhausted_names_the_run_and_the_last_error() -> None:
+    clock = Clock()
+    boom = ServerError(vendor="Puffle", endpoint="GET /api/agent/chat/{runId}", status_code=502, detail="bad gateway")
+    event, calls = run(clock, poller(clock, max_consecutive_failures=4), [boom])
+    assert event.status == "error"
+    assert calls == 4
+    assert "4 consecutive" in event.message
+    assert "HTTP 502" in event.message
+    assert event.run_id == "run_1"
+
+
+def test_retry_after_is_honoured_over_the_interval() -> None:
+    clock = Clock()
+    p = poller(clock, poll_interval=1.0)
+    p.first_delay = lambda: 0.0  # type: ignore[method-assign]
+    limited = RateLimitedError(vendor="Puffle", endpoint="GET x", status_code=429, retry_after=30.0)
+    event, _ = run(clock, p, [limited, status(RunState.SUCCEEDED)])
+    assert event.status == "success"
+    assert clock.now - 1_000.0 >= 30.0
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        AuthError(vendor="Puffle", endpoint="GET x", status_code=401),
+        NotFoundError(vendor="Puffle", endpoint="GET x", status_code=404),
+        ConfigurationError("bad run id"),
+        ValueError("a bug"),
+    ],
+)
+def test_permanent_errors_end_at_once(error: Exception) -> None:
+    clock = Clock()
+    event, calls = run(clock, poller(clock), [error])
+    assert event.status == "error"
+    assert calls == 1
+
+
+def test_deadline_fires_at_the_absolute_time_not_later() -> None:
+    clock = Clock()
+    p = poller(clock, poll_interval=10.0, deadline=1_025.0)
+    event, calls = run(clock, p, [status(RunState.RUNNING)])
+    assert event.status == "timeout"
+    assert clock.now == pytest.approx(1_025.0)
+    assert "still going" in event.message
+    assert event.deadline == 1_025.0
+    assert calls >= 2
+
+
+def test_deadline_already_past_polls_nothing() -> None:
+    clock = Clock()
+    event, calls = run(clock, poller(clock, deadline=999.0), [status(RunState.RUNNING)])
+    assert event.status == "timeout"
+    assert calls == 0
+
+
+def test_unknown_state_is_running_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    odd = status(RunState.RUNNING, vendor_state="thinking_hard", unknown_state=True)
+    with caplog.at_level(logging.INFO, logger="t"):
+        event, _ = run(clock, poller(clock), [odd, odd, odd, status(RunState.SUCCEEDED)])
+    assert event.status == "success"
+    warnings = [r for r in caplog.records if "unknown state" in r.getMessage()]
+    assert len(warnings) == 1
+    changes = [r for r in caplog.records if "vendor state 'thinking_hard'" in r.getMessage()]
+    assert len(changes) == 1, "state lines are logged on change, not on every poll"
+
+
+def test_event_is_small_and_strict() -> None:
+    event = RunEvent(status="failed", vendor="Puffle", run_id="run_1", message="x" * 5000)
+    assert len(event.message) <= 1000
+    with pytest.raises(ValueError, match="extra"):
+        RunEvent.model_validate({"status": "success", "vendor": "P", "run_id": "r", "api_key": "k"})
