@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import httpx
 
@@ -70,6 +70,8 @@ class ApiRequest:
     params: Mapping[str, Any] | None = None
     json: Any = None
     headers: Mapping[str, str] | None = None
+    #: Name of a vendor rate budget this request draws from ("poll", "execute"), or None for no budget.
+    bucket: str | None = None
 
     @property
     def idempotent(self) -> bool:
@@ -268,6 +270,18 @@ def shared_ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
+class Limiter(Protocol):
+    """A per-key request budget shared by every client of one process (see GloriaMundo's 60 polls/min).
+
+    Clients call it before each attempt of a request whose ``bucket`` is set; it returns when the request
+    may be sent. The async variant must never block the event loop.
+    """
+
+    async def acquire(self, bucket: str) -> None: ...
+
+    def acquire_blocking(self, bucket: str) -> None: ...
+
+
 @dataclass
 class ClientOptions:
     """Per-connection client settings, derived once from the connection by the hook."""
@@ -277,6 +291,7 @@ class ClientOptions:
     timeout: httpx.Timeout = field(default_factory=lambda: DEFAULT_TIMEOUT)
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    limiter: Limiter | None = None
 
     def client_kwargs(self, settings: ConnectionSettings) -> dict[str, Any]:
         return {
@@ -339,6 +354,8 @@ class ApiClient(_ClientBase):
                 attempt += 1
 
     def _send_once(self, request: ApiRequest) -> Any:
+        if request.bucket is not None and self.options.limiter is not None:
+            self.options.limiter.acquire_blocking(request.bucket)
         try:
             with self._http.stream(request.method, request.path, **self.options.request_kwargs(request)) as resp:
                 body = _CappedBody(self.settings, request, resp, self.options.max_response_bytes)
@@ -385,6 +402,8 @@ class AsyncApiClient(_ClientBase):
                 attempt += 1
 
     async def _send_once(self, request: ApiRequest) -> Any:
+        if request.bucket is not None and self.options.limiter is not None:
+            await self.options.limiter.acquire(request.bucket)
         try:
             async with self._http.stream(request.method, request.path, **self.options.request_kwargs(request)) as resp:
                 body = _CappedBody(self.settings, request, resp, self.options.max_response_bytes)
