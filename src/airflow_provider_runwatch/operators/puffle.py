@@ -22,6 +22,7 @@ class PuffleAgentChatOperator(RunOperator):
     :param message: the user message (templated, non-empty).
     :param history: earlier turns, a list of ``{"role", "content"}`` (templated).
     :param conversation_id: continue a conversation of yours (a UUID, templated).
+
     Plus every :class:`~airflow_provider_runwatch.operators.base.RunOperator` option. Puffle advises
     polling every 1-2 s, hence the 2 s default. Puffle cannot cancel a run: a kill or a timeout logs that
     the run goes on, with its id.
