@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 
@@ -118,22 +119,36 @@ async def test_on_kill_says_puffle_cannot_cancel(
 
 
 async def test_many_triggers_never_block_the_loop(secret_connections: dict[str, str]) -> None:
-    """200 triggers on one loop against a slow emulator (0.3 s per answer): the loop stays responsive."""
-    run_ids = [start(f"slow {i} [emulator: polls=2 slow=0.3]") for i in range(200)]
+    """200 triggers polling every second on one loop against a slow emulator (0.3 s per answer).
+
+    A probe coroutine measures how late its 20 ms sleeps wake up. Once all triggers are running, lag p99
+    must stay under 100 ms and the worst lag under 250 ms; one blocking call (a sync HTTP request, a
+    sync connection lookup) would show as a lag of its whole duration. The start-up burst (200 triggers
+    created in one instant) is left out. The heap is frozen first: with Airflow and pytest loaded, a full
+    (gen-2) garbage collection alone pauses the loop 120-160 ms on this machine, which says nothing about
+    the triggers' code.
+    """
+    run_ids = [start(f"slow {i} [emulator: polls=3 slow=0.3]") for i in range(200)]
     lags: list[float] = []
     done = asyncio.Event()
 
     async def probe() -> None:
+        await asyncio.sleep(0.5)  # past the start-up burst
         while not done.is_set():
             before = time.perf_counter()
             await asyncio.sleep(0.02)
             lags.append(time.perf_counter() - before - 0.02)
 
-    probe_task = asyncio.ensure_future(probe())
-    events = await asyncio.gather(*(first_event(trigger(r, poll_interval=0.3)) for r in run_ids))
-    done.set()
-    await probe_task
+    gc.freeze()
+    try:
+        probe_task = asyncio.ensure_future(probe())
+        events = await asyncio.gather(*(first_event(trigger(r, poll_interval=1.0)) for r in run_ids))
+        done.set()
+        await probe_task
+    finally:
+        gc.unfreeze()
     assert [e["status"] for e in events] == ["success"] * 200
     lags.sort()
     p99 = lags[int(len(lags) * 0.99) - 1]
     assert p99 < 0.1, f"event-loop lag p99 {p99 * 1000:.0f} ms"
+    assert lags[-1] < 0.25, f"worst event-loop lag {lags[-1] * 1000:.0f} ms"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from airflow.sdk import BaseHook
 
 from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec, settings_from_connection
-from airflow_provider_runwatch.core.errors import RunwatchError
+from airflow_provider_runwatch.core.errors import ConfigurationError, RunwatchError
 from airflow_provider_runwatch.core.http import ApiClient, AsyncApiClient, Call, ClientOptions, RetryPolicy
 from airflow_provider_runwatch.provider_info import connection_form_widgets, ui_field_behaviour
 
@@ -58,7 +58,19 @@ class RunwatchHook(BaseHook):
     async def aget_settings(self) -> ConnectionSettings:
         """Settings read without blocking the event loop (triggerer side)."""
         if self._settings is None:
-            conn = await self.aget_connection(self.conn_id)
+            try:
+                conn = await self.aget_connection(self.conn_id)
+            except ImportError:
+                # Airflow 3.1's async lookup imports the supervisor channel before it checks the secrets
+                # backends, so it fails outside a triggerer/task (tests, scripts). The sync lookup checks
+                # the backends first; run it off the loop.
+                try:
+                    conn = await asyncio.to_thread(self.get_connection, self.conn_id)
+                except ImportError:
+                    raise ConfigurationError(
+                        f"{self.vendor.display_name} connection '{self.conn_id}' is not defined in any secrets "
+                        "backend (and no Airflow API server is reachable from here)"
+                    ) from None
             self._settings = settings_from_connection(conn, self.vendor)
         return self._settings
 

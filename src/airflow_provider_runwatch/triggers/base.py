@@ -21,6 +21,24 @@ if TYPE_CHECKING:
     from airflow_provider_runwatch.hooks.base import RunwatchHook
 
 
+def _preload_async_http() -> None:
+    """Import what httpx's async transport and Airflow's async connection lookup load lazily on first use.
+
+    Left lazy, ~250 ms of imports run inside the triggerer's event loop at the first poll, stalling every
+    other trigger; here they run when the trigger module is imported. Private module names, hence guarded.
+    """
+    import importlib
+
+    for module in ("httpcore._backends.anyio", "anyio._backends._asyncio", "anyio.to_thread", "asgiref.sync"):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # pragma: no cover - a newer httpcore/anyio layout: only costs the first poll
+            pass
+
+
+_preload_async_http()
+
+
 class RunTrigger(BaseTrigger):
     """Polls one run until it ends, its deadline passes or the failure budget is spent."""
 
