@@ -27,13 +27,13 @@ def _preload_async_http() -> None:
     Left lazy, ~250 ms of imports run inside the triggerer's event loop at the first poll, stalling every
     other trigger; here they run when the trigger module is imported. Private module names, hence guarded.
     """
+    import contextlib
     import importlib
 
     for module in ("httpcore._backends.anyio", "anyio._backends._asyncio", "anyio.to_thread", "asgiref.sync"):
-        try:
+        # A newer httpcore/anyio layout only costs the first poll again.
+        with contextlib.suppress(ImportError):
             importlib.import_module(module)
-        except ImportError:  # pragma: no cover - a newer httpcore/anyio layout: only costs the first poll
-            pass
 
 
 _preload_async_http()
