@@ -20,3 +20,9 @@ class RunLink(BaseOperatorLink):
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         url = BaseXCom.get_value(ti_key=ti_key, key="run_url")  # type: ignore[arg-type]
         return url if isinstance(url, str) else ""
+
+
+class GumloopRunLink(RunLink):
+    """Link to a Gumloop flow run: the ``url`` Gumloop returned when the run was started."""
+
+    name = "View run on Gumloop"

@@ -129,5 +129,5 @@ def provider_info() -> dict[str, Any]:
             {"integration-name": name.capitalize(), "python-modules": [f"{PACKAGE}.triggers.{name}"]}
             for name in modules
         ],
-        "extra-links": [f"{PACKAGE}.links.RunLink"],
+        "extra-links": [f"{PACKAGE}.links.RunLink", f"{PACKAGE}.links.GumloopRunLink"],
     }

@@ -1,26 +1,1177 @@
-"""Gumloop endpoints of the emulator (vendor-apis.md section 1): the extension point, empty for now.
+"""Gumloop endpoints of the emulator (vendor-apis.md section 1), served under ``/api/v1``.
 
-Add the vendor's routes here, at its documented paths under ``/api/v1`` (a Gumloop connection's host is
-``http://127.0.0.1:N/api/v1``). Build them like ``puffle.py``: ``state.new_run(...)``, ``state.get_run(...)``
-and ``state.next_poll(run)`` for the run life cycle, the helpers in ``common.py`` for auth, faults and the
-request log, and ``state.register_state_reporter("gumloop", ...)`` so run records show Gumloop's own states.
-The app already registers whatever :func:`routes` returns and tags its requests in the log.
+A Gumloop connection's host is ``http://127.0.0.1:N/api/v1``, exactly like ``https://api.gumloop.com/api/v1``.
+
+- agent interactions (legacy): ``POST /start_agent``, ``GET /agent_status/{interaction_id}``;
+- agent sessions: ``POST``/``GET /agents/{agent_id}/sessions`` (start; cursor-paged list over a seeded set of 45
+  sessions per agent plus the ones you started), ``GET /sessions/{id}``, ``POST /sessions/{id}/cancel``,
+  ``POST /sessions/{id}/approvals``, ``POST /sessions/{id}/messages``;
+- flows (legacy): ``POST /start_pipeline``, ``GET /get_pl_run``, ``POST /kill_pipeline``.
+
+Auth. Every endpoint takes ``Authorization: Bearer <key>`` (the legacy ones also ``?api_key=``). Keys starting
+with ``gl_invalid`` get 401, ``gl_noaccess`` 403; a key starting with ``gl_team_`` is a team key and needs
+``?team_id=`` on every request (403 without); any other key is a personal key, which the agents/sessions API
+accepts only with an ``x-auth-key`` header (the user id; 401 without). Keys starting with ``gl_free_`` are on the
+Free plan: more than 5 unfinished agent runs (interactions plus sessions) of that key answer 429 without
+``Retry-After``. The legacy endpoints need ``user_id`` and/or ``project_id`` (body of a POST, query of a GET); a
+run read or killed with an identity that matches neither of those it was started with is refused (403). Runs
+belong to the key that started them (404 for any other key). Legacy errors are ``{"error": "<text>"}``, the
+agents/sessions API answers ``{"error": {"message", "type", "code"}}``.
+
+Ids: agents or gummies starting with ``missing`` do not exist (404), ones starting with ``private`` belong to
+someone else (403); flows (``saved_item_id``) likewise.
+
+Scenario mapping (the directive sits in ``message``, ``input``, or any string value of ``pipeline_inputs``):
+
+=============  ============================  ==================================  ==========================
+outcome        interaction ``state``         session ``state``                   flow ``state``
+=============  ============================  ==================================  ==========================
+(queued)       ``ASYNC_PROCESSING``          ``queued`` + ``queue_position``     ``QUEUED``
+(running)      ``ASYNC_PROCESSING``          ``processing``                      ``RUNNING``
+succeeded      ``COMPLETED`` + response      ``completed`` + messages, usage     ``DONE`` + outputs
+failed         ``FAILED`` + error_message    ``failed`` (error part)             ``FAILED`` (error log line)
+cancelled      ``FAILED`` (cancelled)        ``cancelled``                       ``TERMINATED``
+paused         ``ASYNC_PROCESSING`` forever  ``approval_required`` until the     ``RUNNING`` forever
+                                             approvals are answered
+=============  ============================  ==================================  ==========================
+
+A session cancel (``POST /sessions/{id}/cancel``) and a flow kill settle two polls later: until then a read shows
+the old state (``processing``; ``TERMINATING`` for a flow), never a success; then ``failed`` (session) or
+``TERMINATED`` (flow). Answered approvals resume the session: one more ``processing`` read, then ``completed``.
+A session started without ``input`` is an ``idle`` stub (201) that never runs.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from airflow_provider_runwatch.emulator.common import (
+    bearer_token,
+    context,
+    error_response,
+    gateway_error_response,
+    json_bytes,
+    json_response,
+    malformed_response,
+    rate_limit_response,
+    read_json,
+    retry_after,
+    start_scenario,
+)
+from airflow_provider_runwatch.emulator.scenario import ScenarioError, strip_directive
+from airflow_provider_runwatch.emulator.state import fingerprint
 
 if TYPE_CHECKING:
-    from starlette.routing import BaseRoute
+    from starlette.requests import Request
 
-    from airflow_provider_runwatch.emulator.state import EmulatorState
+    from airflow_provider_runwatch.emulator.scenario import Scenario
+    from airflow_provider_runwatch.emulator.state import EmulatedRun, EmulatorState, PollDecision
 
-__all__ = ["VENDOR", "routes"]
+__all__ = ["SEEDED_SESSIONS_PER_AGENT", "VENDOR", "gumloop_state", "routes"]
 
 VENDOR = "gumloop"
+PREFIX = "/api/v1"
+
+INTERACTION = "interaction"
+SESSION = "session"
+FLOW = "flow"
+
+SEEDED_SESSIONS_PER_AGENT = 45
+#: Hours between two seeded sessions, newest first: 45 of them span about four and a half days.
+SEED_SPACING_HOURS = 2.5
+FREE_PLAN_CONCURRENCY = 5
+CANCEL_SETTLE_POLLS = 2
+MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_ERROR_MESSAGE = 4096
+DEFAULT_PAGE_SIZE = 20
+SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+# legacy error texts
+UNAUTHORIZED = "Unauthorized"
+TEAM_ID_REQUIRED = "team_id is required for team API keys"
+GUMMIE_REQUIRED = "gummie_id is required"
+MESSAGE_REQUIRED = "message is required"
+IDENTITY_REQUIRED = "project_id or user_id is required"
+GUMMIE_MISMATCH = "interaction_gummie_mismatch"
+GUMMIE_NOT_FOUND = "gummie_not_found"
+GUMMIE_FORBIDDEN = "unauthorized_gummie_access"
+INTERACTION_NOT_FOUND = "interaction_not_found"
+INTERACTION_FORBIDDEN = "unauthorized_interaction_access"
+INTERACTION_BUSY = "interaction_not_in_terminal_state"
+STATUS_FORBIDDEN = "unauthorized"
+SAVED_ITEM_REQUIRED = "saved_item_id is required"
+RUN_ID_REQUIRED = "run_id is required"
+PIPELINE_INPUTS_INVALID = "pipeline_inputs must be a list of {input_name, value}"
+SAVED_ITEM_NOT_FOUND = "Saved item not found"
+RUN_NOT_FOUND = "Run not found"
+CANCELLED_TEXT = "Agent run was cancelled"
+
+_TYPES = ("api", "web", "slack", "api", "scheduled", "web", "webhook", "api", "email")
+_TRIGGERED = frozenset({"slack", "scheduled", "webhook", "email"})
+_CREATORS = (
+    {"user_id": "usr_alice", "email": "alice@example.com", "name": "Alice Martin"},
+    {"user_id": "usr_bob", "email": "bob@example.com", "name": "Bob Okafor"},
+    {"user_id": "usr_carol", "email": "carol@example.com", "name": "Carol Nguyen"},
+)
+_TOPICS = (
+    "Quarterly revenue review",
+    "Churn risk triage",
+    "Lead enrichment",
+    "Support ticket digest",
+    "Invoice reconciliation",
+)
+
+
+# -- small helpers ------------------------------------------------------------------------------------------------
+def _naive(wall: float) -> str:
+    """Gumloop's naive timestamps (UTC without an offset)."""
+    return datetime.fromtimestamp(wall, tz=timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def _iso(wall: float) -> str:
+    return datetime.fromtimestamp(wall, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _hex(text: str, length: int = 24) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def new_error(status: int, message: str, type_: str, code: str, headers: Mapping[str, str] | None = None) -> Response:
+    """The agents/sessions API's error shape."""
+    return json_response({"error": {"message": message, "type": type_, "code": code}}, status=status, headers=headers)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+def _subject(prompt: str) -> str:
+    return prompt if len(prompt) <= 200 else prompt[:199] + "\u2026"
+
+
+def _big_document(subject: str, megabytes: float) -> str:
+    line = f"{subject[:40]} | metric reconciled against the ledger | status ok\n"
+    return line * max(1, int(megabytes * 1_000_000 / (len(line) + 1)))
+
+
+# -- auth ---------------------------------------------------------------------------------------------------------
+def _legacy_auth(request: Request) -> str | Response:
+    key = bearer_token(request) or _text(request.query_params.get("api_key"))
+    if key is None or key.startswith("gl_invalid"):
+        return error_response(401, UNAUTHORIZED)
+    if key.startswith("gl_noaccess"):
+        return error_response(403, UNAUTHORIZED)
+    if key.startswith("gl_team_") and not _text(request.query_params.get("team_id")):
+        return error_response(403, TEAM_ID_REQUIRED)
+    context(request).authorized = True
+    return fingerprint(key)
+
+
+def _session_auth(request: Request) -> tuple[str, str | None] | Response:
+    """(owner, user id) for the agents/sessions API, or its 401/403."""
+    key = bearer_token(request)
+    if key is None or key.startswith("gl_invalid"):
+        return new_error(401, "Invalid or missing API key", "authentication_error", "invalid_api_key")
+    if key.startswith("gl_noaccess"):
+        return new_error(403, "This API key cannot use the agents API", "permission_error", "forbidden")
+    user = _text(request.headers.get("x-auth-key"))
+    if key.startswith("gl_team_"):
+        if not _text(request.query_params.get("team_id")):
+            return new_error(403, TEAM_ID_REQUIRED, "permission_error", "team_id_required")
+    elif user is None:
+        return new_error(
+            401,
+            "x-auth-key header (your user id) is required with a personal API key",
+            "authentication_error",
+            "missing_user_id",
+        )
+    context(request).authorized = True
+    return fingerprint(key), user
+
+
+def _identity(source: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    return _text(source.get("user_id")), _text(source.get("project_id"))
+
+
+def _identity_matches(run: EmulatedRun, user_id: str | None, project_id: str | None) -> bool:
+    return bool(
+        (user_id and user_id == run.data.get("user_id")) or (project_id and project_id == run.data.get("project_id"))
+    )
+
+
+class _Store:
+    """Gumloop's namespace in the emulator state: seeded sessions and per-agent indexes."""
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.ns = state.store(VENDOR)
+
+    @property
+    def agents(self) -> dict[tuple[str, str], dict[str, Any]]:
+        agents: dict[tuple[str, str], dict[str, Any]] = self.ns.setdefault("agents", {})
+        return agents
+
+    @property
+    def seeded(self) -> dict[str, dict[str, Any]]:
+        seeded: dict[str, dict[str, Any]] = self.ns.setdefault("seeded", {})
+        return seeded
+
+    def agent(self, owner: str, agent_id: str) -> dict[str, Any]:
+        entry = self.agents.get((owner, agent_id))
+        if entry is None:
+            entry = self.agents[(owner, agent_id)] = {"live": [], "seeded": _seed(owner, agent_id, time.time())}
+            for item in entry["seeded"]:
+                self.seeded[item["id"]] = {**item, "owner": owner}
+        return entry
+
+
+def _seed(owner: str, agent_id: str, anchor: float) -> list[dict[str, Any]]:
+    """45 finished sessions with varied type, state, creator and age (newest about an hour old)."""
+    items = []
+    for i in range(SEEDED_SESSIONS_PER_AGENT):
+        created = anchor - 3600 * (1 + i * SEED_SPACING_HOURS)
+        kind = _TYPES[i % len(_TYPES)]
+        if i % 9 == 4:
+            state = "idle"
+        elif i % 7 == 3:
+            state = "failed"
+        elif i % 11 == 6:
+            state = "approval_required"
+        elif i % 13 == 8:
+            state = "cancelled"
+        else:
+            state = "completed"
+        creator = _CREATORS[i % len(_CREATORS)]
+        credit = 0 if state == "idle" else 4 + (i * 7) % 19
+        item: dict[str, Any] = {
+            "id": f"sess_{_hex(f'{owner}:{agent_id}:{i}')}",
+            "agent_id": agent_id,
+            "agent_name": f"Agent {agent_id}",
+            "name": f"{_TOPICS[i % len(_TOPICS)]} #{SEEDED_SESSIONS_PER_AGENT - i}",
+            "type": kind,
+            "state": state,
+            "created_at": _iso(created),
+            "creator": dict(creator),
+            "usage": {
+                "credit_cost": credit,
+                "tool_credit_cost": credit // 3,
+                "flow_credit_cost": 0,
+                "input_tokens": 0 if state == "idle" else 900 + 37 * i,
+                "output_tokens": 0 if state == "idle" else 150 + 11 * i,
+            },
+            "pending_approvals": [],
+        }
+        if kind in _TRIGGERED:
+            item["trigger_id"] = f"trg_{kind}_{i % 2 + 1}"
+        items.append(item)
+    return items
+
+
+# -- payloads -----------------------------------------------------------------------------------------------------
+def _answer(subject: str) -> str:
+    return (
+        f"Summary for '{subject}': I reviewed 3 sources (company overview, latest news, analyst notes). Revenue "
+        "grew slightly quarter over quarter, no material risks were flagged, and the account looks healthy. "
+        "Suggested next step: check in again after the next quarterly report."
+    )
+
+
+def _turn_messages(run: EmulatedRun, *, final: bool) -> list[dict[str, Any]]:
+    """This turn's user message and, when ``final``, the assistant's answer with its parts."""
+    prompt: str = run.data["prompt"]
+    subject = _subject(prompt)
+    digest = _hex(f"{run.id}:{prompt}:{run.created_wall}", 32)
+    user = {
+        "id": f"msg_{digest[:16]}",
+        "role": "user",
+        "timestamp": _naive(run.created_wall),
+        "content": run.cache.get("message", prompt),
+        "parts": [],
+    }
+    if not final:
+        return [user]
+    call_id = f"call_{digest[16:32]}"
+    results = [
+        {"title": f"{subject[:60]} - company overview", "url": f"https://example.com/{digest[:10]}/overview"},
+        {"title": f"{subject[:60]} - latest news", "url": f"https://example.com/{digest[:10]}/news"},
+        {"title": f"{subject[:60]} - analyst notes", "url": f"https://example.com/{digest[:10]}/analysts"},
+    ]
+    parts: list[dict[str, Any]] = [
+        {"id": "part_1", "type": "step-start"},
+        {"id": "part_2", "type": "reasoning", "reasoning": "Look the account up before answering."},
+        {
+            "id": "part_3",
+            "type": "tool_invocation",
+            "toolCallId": call_id,
+            "toolName": "web_search",
+            "toolCallState": "result",
+            "result": {"args": {"query": subject}, "result": {"results": results}},
+        },
+    ]
+    if run.scenario.big_messages > 0:
+        parts.append(
+            {
+                "id": "part_4",
+                "type": "tool_invocation",
+                "toolCallId": f"call_{digest[:16]}",
+                "toolName": "read_document",
+                "toolCallState": "result",
+                "result": {
+                    "args": {"url": results[0]["url"]},
+                    "result": {"content": _big_document(subject, run.scenario.big_messages)},
+                },
+            }
+        )
+    parts.append({"id": "part_9", "type": "text", "text": _answer(subject)})
+    assistant = {
+        "id": f"msg_{digest[16:32]}",
+        "role": "assistant",
+        "timestamp": _naive(run.created_wall + 2.5),
+        "content": None,
+        "parts": parts,
+    }
+    return [user, assistant]
+
+
+def _failed_messages(run: EmulatedRun, error: str) -> list[dict[str, Any]]:
+    user = _turn_messages(run, final=False)
+    assistant = {
+        "id": f"msg_{_hex(run.id + ':error', 16)}",
+        "role": "assistant",
+        "timestamp": _naive(run.created_wall + 1.5),
+        "content": None,
+        "parts": [{"id": "part_1", "type": "error", "error": error}],
+    }
+    return [*user, assistant]
+
+
+def _approval_messages(run: EmulatedRun) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Messages so far and the pending approvals of a session paused for a human."""
+    prompt: str = run.data["prompt"]
+    action_id = f"act_{_hex(run.id + ':approval', 20)}"
+    call_id = f"call_{_hex(run.id + ':send', 16)}"
+    draft = f"Draft summary for '{_subject(prompt)}' is ready to send to the account owner."
+    assistant = {
+        "id": f"msg_{_hex(run.id + ':paused', 16)}",
+        "role": "assistant",
+        "timestamp": _naive(run.created_wall + 1.5),
+        "content": None,
+        "parts": [
+            {"id": "part_1", "type": "text", "text": "I drafted the summary email and need your approval to send it."},
+            {
+                "id": "part_2",
+                "type": "tool_invocation",
+                "toolCallId": call_id,
+                "toolName": "send_email",
+                "toolCallState": "approval-requested",
+                "result": {"args": {"to": "owner@example.com", "subject": "Account summary"}, "result": None},
+            },
+        ],
+    }
+    pending = [
+        {
+            "action_request_id": action_id,
+            "tool_name": "send_email",
+            "toolCallId": call_id,
+            "args": {"to": "owner@example.com", "subject": "Account summary", "body": draft},
+            "description": "Send the account summary email",
+            "requested_at": _naive(run.created_wall + 1.5),
+        }
+    ]
+    return [*_turn_messages(run, final=False), assistant], pending
+
+
+def _usage(run: EmulatedRun, final: bool) -> dict[str, Any]:
+    size = len(run.data.get("prompt", ""))
+    return {
+        "credit_cost": 12 if final else 2,
+        "tool_credit_cost": 4 if final else 0,
+        "flow_credit_cost": 0,
+        "input_tokens": 1800 + size,
+        "output_tokens": 420 if final else 35,
+    }
+
+
+def _reject_note(run: EmulatedRun) -> list[dict[str, Any]]:
+    approval = run.data.get("approval") or {}
+    rejected = [r for r in approval.get("responses", []) if r.get("action") == "reject"]
+    if not rejected:
+        return []
+    return [
+        {
+            "id": f"msg_{_hex(run.id + ':rejected', 16)}",
+            "role": "assistant",
+            "timestamp": _naive(run.created_wall + 3),
+            "content": "Understood: I did not send the email.",
+            "parts": [],
+        }
+    ]
+
+
+# -- life cycle -------------------------------------------------------------------------------------------------
+def _cancel_pending(run: EmulatedRun, decision: PollDecision) -> bool:
+    """A cancel (or kill) was asked for and has not settled yet: the run shows its old state."""
+    return run.cancel_requested_at is not None and not (decision.is_terminal and decision.outcome == "cancelled")
+
+
+def interaction_state(run: EmulatedRun, decision: PollDecision) -> str:
+    if decision.kind == "terminal" and decision.outcome in ("succeeded", "failed", "cancelled"):
+        return "COMPLETED" if decision.outcome == "succeeded" else "FAILED"
+    return run.scenario.unknown_state or "ASYNC_PROCESSING"
+
+
+def session_state(run: EmulatedRun, decision: PollDecision) -> tuple[str, int | None]:
+    """(state, queue_position) of a session for a (non-fault) decision."""
+    if run.data.get("idle"):
+        return "idle", None
+    if decision.kind == "queued":
+        return "queued", decision.queue_position
+    if decision.kind == "running":
+        return run.scenario.unknown_state or "processing", None
+    outcome = decision.outcome
+    if outcome == "cancelled":
+        # Cancelled through the API: Gumloop ends the session as failed; the generic outcome: cancelled.
+        return ("failed" if run.data.get("cancelled_via_api") else "cancelled"), None
+    if outcome == "paused":
+        approval = run.data.get("approval")
+        if approval is None:
+            return "approval_required", None
+        if _cancel_pending(run, decision) or decision.poll_index - approval["at_poll"] < 1:
+            return "processing", None
+        return "completed", None
+    if _cancel_pending(run, decision):
+        return "processing", None
+    return ("completed" if outcome == "succeeded" else "failed"), None
+
+
+def flow_state(run: EmulatedRun, decision: PollDecision) -> str:
+    if decision.kind == "terminal" and decision.outcome == "cancelled":
+        return "TERMINATED"
+    if _cancel_pending(run, decision):
+        return "TERMINATING"
+    if decision.kind == "queued":
+        return "QUEUED"
+    if decision.kind == "terminal" and decision.outcome == "succeeded":
+        return "DONE"
+    if decision.kind == "terminal" and decision.outcome == "failed":
+        return "FAILED"
+    return run.scenario.unknown_state or "RUNNING"
+
+
+def gumloop_state(run: EmulatedRun, decision: PollDecision) -> str:
+    """The Gumloop state string of a run (control API's run records)."""
+    kind = run.data.get("kind")
+    if kind == SESSION:
+        return session_state(run, decision)[0]
+    if kind == FLOW:
+        return flow_state(run, decision)
+    return interaction_state(run, decision)
+
+
+def _terminal_state(run: EmulatedRun, state: EmulatorState) -> bool:
+    kind = run.data.get("kind")
+    decision = state.peek(run)
+    if kind == SESSION:
+        return session_state(run, decision)[0] in ("completed", "failed", "cancelled", "idle")
+    if kind == FLOW:
+        return flow_state(run, decision) in ("DONE", "FAILED", "TERMINATED")
+    return interaction_state(run, decision) in ("COMPLETED", "FAILED")
+
+
+def _session_body(run: EmulatedRun, state: str, queue_position: int | None, *, with_messages: bool = True) -> bytes:
+    key = f"session:{state}:{with_messages}"
+    cacheable = state in ("completed", "failed", "cancelled") and queue_position is None
+    if cacheable and key in run.cache:
+        body: bytes = run.cache[key]
+        return body
+    history: list[dict[str, Any]] = run.cache.get("history", [])
+    session: dict[str, Any] = {
+        "id": run.id,
+        "agent_id": run.data["agent_id"],
+        "agent_name": f"Agent {run.data['agent_id']}",
+        "name": _subject(run.data.get("prompt") or "New session")[:80],
+        "type": "api",
+        "state": state,
+        "created_at": _iso(run.created_wall),
+        "creator": {"user_id": run.data.get("user") or "team", "email": None, "name": None},
+        "metadata": run.data.get("metadata") or {},
+        "pending_approvals": [],
+    }
+    if state == "idle":
+        messages: list[dict[str, Any]] = []
+        session["usage"] = {"credit_cost": 0, "tool_credit_cost": 0, "flow_credit_cost": 0}
+    elif state == "completed":
+        messages = [*history, *_turn_messages(run, final=True), *_reject_note(run)]
+        session["usage"] = _usage(run, final=True)
+    elif state == "failed":
+        error = CANCELLED_TEXT if run.data.get("cancelled_via_api") else run.scenario.error
+        messages = [*history, *_failed_messages(run, error)]
+        session["usage"] = _usage(run, final=False)
+    elif state == "approval_required":
+        so_far, pending = _approval_messages(run)
+        messages = [*history, *so_far]
+        session["pending_approvals"] = pending
+        session["usage"] = _usage(run, final=False)
+    else:
+        messages = [*history, *_turn_messages(run, final=False)]
+        session["usage"] = _usage(run, final=False)
+    if with_messages:
+        session["messages"] = messages
+    body = json_bytes({"session": session, "queue_position": queue_position})
+    if cacheable:
+        run.cache[key] = body
+    return body
+
+
+def _interaction_body(run: EmulatedRun, state: str) -> bytes:
+    key = f"interaction:{state}"
+    if key in run.cache:
+        body: bytes = run.cache[key]
+        return body
+    payload: dict[str, Any] = {
+        "interaction_id": run.id,
+        "gummie_id": run.data["gummie_id"],
+        "state": state,
+        "created_ts": _naive(run.created_wall),
+    }
+    history: list[dict[str, Any]] = run.cache.get("history", [])
+    if state == "COMPLETED":
+        messages = [*history, *_turn_messages(run, final=True)]
+        payload["messages"] = messages
+        payload["response"] = _answer(_subject(run.data["prompt"]))
+    elif state == "FAILED":
+        outcome = run.forced_outcome or run.scenario.outcome
+        text = CANCELLED_TEXT if outcome == "cancelled" else run.scenario.error
+        payload["error_message"] = text[:MAX_ERROR_MESSAGE]
+    body = json_bytes(payload)
+    if state in ("COMPLETED", "FAILED"):
+        run.cache[key] = body
+    return body
+
+
+def _flow_outputs(run: EmulatedRun) -> dict[str, Any]:
+    inputs: dict[str, Any] = {item["input_name"]: item["value"] for item in run.cache.get("inputs", [])}
+    cleaned = {name: strip_directive(value) if isinstance(value, str) else value for name, value in inputs.items()}
+    described = ", ".join(f"{k}={v}" for k, v in cleaned.items()) or "no inputs"
+    return {
+        "summary": f"Flow {run.data['saved_item_id']} processed {described}",
+        "rows_processed": 40 + len(described) % 17,
+        "inputs": cleaned,
+    }
+
+
+def _flow_body(run: EmulatedRun, state: str) -> bytes:
+    key = f"flow:{state}"
+    if key in run.cache:
+        body: bytes = run.cache[key]
+        return body
+    log = [f"{_naive(run.created_wall)} Flow started", f"{_naive(run.created_wall + 0.5)} Node 'Input' finished"]
+    payload: dict[str, Any] = {
+        "run_id": run.id,
+        "saved_item_id": run.data["saved_item_id"],
+        "state": state,
+        "outputs": {},
+        "log": log,
+        "created_ts": _naive(run.created_wall),
+        "finished_ts": None,
+    }
+    final = state in ("DONE", "FAILED", "TERMINATED")
+    if state == "DONE":
+        payload["outputs"] = _flow_outputs(run)
+        log += [f"{_naive(run.created_wall + 1.5)} Node 'Ask AI' finished", "Flow finished successfully"]
+    elif state == "FAILED":
+        log += [f"{_naive(run.created_wall + 1.5)} Error in node 'Ask AI': {run.scenario.error}"]
+    elif state in ("TERMINATING", "TERMINATED"):
+        log += ["Termination requested by the user"] + (["Flow terminated"] if state == "TERMINATED" else [])
+    if final:
+        payload["finished_ts"] = _naive(run.created_wall + 2.0)
+    body = json_bytes(payload)
+    if final:
+        run.cache[key] = body
+    return body
+
+
+# -- start failures (start_status) ------------------------------------------------------------------------------
+_LEGACY_START_ERRORS = {
+    400: MESSAGE_REQUIRED,
+    401: UNAUTHORIZED,
+    402: "Insufficient credits",
+    403: UNAUTHORIZED,
+    404: GUMMIE_NOT_FOUND,
+    409: INTERACTION_BUSY,
+    413: "Request body too large (limit 10 MB)",
+    500: "Internal server error",
+}
+_SESSION_START_ERRORS = {
+    400: ("input must be a string", "invalid_request_error", "invalid_input"),
+    401: ("Invalid or missing API key", "authentication_error", "invalid_api_key"),
+    402: ("Insufficient credits", "billing_error", "insufficient_credits"),
+    403: ("This API key cannot use this agent", "permission_error", "forbidden"),
+    404: ("Agent not found", "not_found_error", "agent_not_found"),
+    409: ("A session with this id already exists", "conflict_error", "session_already_exists"),
+    413: ("Request body too large (limit 10 MB)", "invalid_request_error", "request_too_large"),
+    429: ("Agent concurrency limit reached", "rate_limit_error", "concurrency_limit_exceeded"),
+    500: ("Internal server error", "api_error", "internal_error"),
+}
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _legacy_start_failure(scenario: Scenario, not_found: str = GUMMIE_NOT_FOUND) -> Response:
+    status = scenario.start_status
+    assert status is not None
+    if status == 429:
+        return rate_limit_response(scenario, message="Concurrency limit reached for your plan")
+    if status in (502, 503, 504):
+        return gateway_error_response(status)
+    text = not_found if status == 404 else _LEGACY_START_ERRORS.get(status, _phrase(status))
+    return error_response(status, text)
+
+
+def _session_start_failure(scenario: Scenario) -> Response:
+    status = scenario.start_status
+    assert status is not None
+    if status in (502, 503, 504):
+        return gateway_error_response(status)
+    message, type_, code = _SESSION_START_ERRORS.get(status, (_phrase(status), "api_error", "error"))
+    headers = retry_after(scenario)[0] if status == 429 else None
+    return new_error(status, message, type_, code, headers=headers)
+
+
+def _too_large(request: Request) -> bool:
+    declared = request.headers.get("content-length")
+    return bool(declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES)
+
+
+def _over_concurrency(state: EmulatorState, request: Request, owner: str) -> bool:
+    key = bearer_token(request) or _text(request.query_params.get("api_key")) or ""
+    if not key.startswith("gl_free_"):
+        return False
+    active = 0
+    for run in state.runs.values():
+        mine = run.vendor == VENDOR and run.owner == owner and run.data.get("kind") in (INTERACTION, SESSION)
+        if mine and not run.data.get("idle") and not _terminal_state(run, state):
+            active += 1
+    return active >= FREE_PLAN_CONCURRENCY
+
+
+def _poll_fault(run: EmulatedRun, decision: PollDecision, body: bytes, *, new_shape: bool) -> Response | None:
+    if decision.kind == "http5xx":
+        return gateway_error_response(run.scenario.status5xx)
+    if decision.kind == "rate_limit":
+        if new_shape:
+            headers = retry_after(run.scenario)[0]
+            return new_error(429, "Too many requests", "rate_limit_error", "rate_limited", headers=headers)
+        return rate_limit_response(run.scenario)
+    if decision.kind == "malformed":
+        return malformed_response(body)
+    return None
+
+
+# -- cursor paging ------------------------------------------------------------------------------------------------
+def _signature(filters: Mapping[str, Any]) -> str:
+    return _hex(json.dumps(filters, sort_keys=True), 10)
+
+
+def _cursor(offset: int, signature: str) -> str:
+    raw = json.dumps({"o": offset, "s": signature}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _offset(cursor: str, signature: str) -> int | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        offset = data["o"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if data.get("s") != signature or not isinstance(offset, int) or offset < 0:
+        return None
+    return offset
 
 
 def routes(state: EmulatorState) -> list[BaseRoute]:
-    """Gumloop's routes bound to ``state`` (none yet)."""
-    return []
+    """Gumloop's routes bound to ``state``."""
+    state.register_state_reporter(VENDOR, gumloop_state)
+
+    def store() -> _Store:
+        return _Store(state)
+
+    def find(run_id: str, owner: str, kind: str) -> EmulatedRun | None:
+        run = state.get_run(run_id, VENDOR, owner)
+        return run if run is not None and run.data.get("kind") == kind else None
+
+    # -- agent interactions -------------------------------------------------------------------------------------
+    async def start_agent(request: Request) -> Response:
+        owner = _legacy_auth(request)
+        if isinstance(owner, Response):
+            return owner
+        if _too_large(request):
+            return error_response(413, _LEGACY_START_ERRORS[413])
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            return error_response(400, GUMMIE_REQUIRED)
+        gummie_id = _text(body.get("gummie_id"))
+        if gummie_id is None:
+            return error_response(400, GUMMIE_REQUIRED)
+        message = body.get("message")
+        if not isinstance(message, str) or not message.strip():
+            return error_response(400, MESSAGE_REQUIRED)
+        user_id, project_id = _identity(body)
+        if not (user_id or project_id):
+            return error_response(400, IDENTITY_REQUIRED)
+        if gummie_id.startswith("missing"):
+            return error_response(404, GUMMIE_NOT_FOUND)
+        if gummie_id.startswith("private"):
+            return error_response(403, GUMMIE_FORBIDDEN)
+        try:
+            scenario = start_scenario(state, request, (message,))
+        except ScenarioError as exc:
+            return error_response(400, str(exc))
+        history: list[dict[str, Any]] = []
+        interaction_id = _text(body.get("interaction_id"))
+        if interaction_id is not None:
+            context(request).run_id = interaction_id
+            earlier = state.get_run(interaction_id, VENDOR)
+            if earlier is None or earlier.data.get("kind") != INTERACTION:
+                return error_response(404, INTERACTION_NOT_FOUND)
+            if earlier.owner != owner or not _identity_matches(earlier, user_id, project_id):
+                return error_response(403, INTERACTION_FORBIDDEN)
+            if earlier.data["gummie_id"] != gummie_id:
+                return error_response(400, GUMMIE_MISMATCH)
+            if not _terminal_state(earlier, state):
+                return error_response(409, INTERACTION_BUSY)
+            payload = json.loads(_interaction_body(earlier, interaction_state(earlier, state.peek(earlier))))
+            history = payload.get("messages") or [
+                *earlier.cache.get("history", []),
+                *_turn_messages(earlier, final=False),
+            ]
+        if scenario.start_status is not None:
+            return _legacy_start_failure(scenario)
+        if _over_concurrency(state, request, owner):
+            return error_response(429, "Concurrency limit reached for your plan (5 concurrent agent runs)")
+        run = state.new_run(
+            VENDOR,
+            owner,
+            scenario,
+            run_id=interaction_id or _hex(f"{time.time_ns()}:{os.urandom(8).hex()}", 22),
+            data={
+                "kind": INTERACTION,
+                "gummie_id": gummie_id,
+                "prompt": strip_directive(message),
+                "user_id": user_id,
+                "project_id": project_id,
+                "turn": 1 + len([m for m in history if m.get("role") == "user"]),
+            },
+        )
+        run.cache["message"] = message
+        run.cache["history"] = history
+        context(request).run_id = run.id
+        return json_response({"interaction_id": run.id, "status": "processing"}, status=202)
+
+    async def agent_status(request: Request) -> Response:
+        owner = _legacy_auth(request)
+        if isinstance(owner, Response):
+            return owner
+        interaction_id: str = request.path_params["interaction_id"]
+        context(request).run_id = interaction_id
+        user_id, project_id = _identity(request.query_params)
+        if not (user_id or project_id):
+            return error_response(400, IDENTITY_REQUIRED)
+        run = find(interaction_id, owner, INTERACTION)
+        if run is None:
+            return error_response(404, INTERACTION_NOT_FOUND)
+        if not _identity_matches(run, user_id, project_id):
+            return error_response(403, STATUS_FORBIDDEN)
+        decision = state.next_poll(run)
+        if decision.delay > 0:
+            await asyncio.sleep(decision.delay)
+        running = _interaction_body(run, run.scenario.unknown_state or "ASYNC_PROCESSING")
+        fault = _poll_fault(run, decision, running, new_shape=False)
+        if fault is not None:
+            return fault
+        return Response(_interaction_body(run, interaction_state(run, decision)), media_type="application/json")
+
+    # -- agent sessions -----------------------------------------------------------------------------------------
+    async def create_session(request: Request) -> Response:
+        auth = _session_auth(request)
+        if isinstance(auth, Response):
+            return auth
+        owner, user = auth
+        if _too_large(request):
+            return new_error(413, *_SESSION_START_ERRORS[413])
+        agent_id: str = request.path_params["agent_id"]
+        raw = await request.body()
+        body: Any = {} if not raw.strip() else await read_json(request)
+        if not isinstance(body, dict):
+            return new_error(400, "Request body must be a JSON object", "invalid_request_error", "invalid_json")
+        if body.get("stream") is True:
+            return new_error(
+                400,
+                "stream: true is not supported on this host; poll GET /sessions/{session_id}",
+                "invalid_request_error",
+                "streaming_not_supported",
+            )
+        if agent_id.startswith("missing"):
+            return new_error(404, "Agent not found", "not_found_error", "agent_not_found")
+        if agent_id.startswith("private"):
+            return new_error(403, "This API key cannot use this agent", "permission_error", "agent_access_denied")
+        text = body.get("input")
+        if text is not None and not isinstance(text, str):
+            return new_error(400, "input must be a string", "invalid_request_error", "invalid_input")
+        metadata = body.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            return new_error(400, "metadata must be an object", "invalid_request_error", "invalid_metadata")
+        session_id = body.get("session_id")
+        if session_id is not None:
+            if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
+                return new_error(
+                    400,
+                    "session_id may contain only letters, digits, '_' and '-' (1-128 characters)",
+                    "invalid_request_error",
+                    "invalid_session_id",
+                )
+            context(request).run_id = session_id
+            existing = state.runs.get(session_id)
+            if (existing is not None and existing.vendor == VENDOR) or session_id in store().seeded:
+                return new_error(409, *_SESSION_START_ERRORS[409])
+        idle = text is None or not text.strip()
+        try:
+            scenario = start_scenario(state, request, [text] if isinstance(text, str) and not idle else [])
+        except ScenarioError as exc:
+            return new_error(400, str(exc), "invalid_request_error", "invalid_scenario")
+        if scenario.start_status is not None:
+            return _session_start_failure(scenario)
+        if not idle and _over_concurrency(state, request, owner):
+            return new_error(
+                429,
+                f"Agent concurrency limit reached ({FREE_PLAN_CONCURRENCY} concurrent runs on the Free plan)",
+                "rate_limit_error",
+                "concurrency_limit_exceeded",
+            )
+        run = state.new_run(
+            VENDOR,
+            owner,
+            scenario,
+            run_id=session_id or f"sess_{_hex(f'{time.time_ns()}:{os.urandom(8).hex()}')}",
+            data={
+                "kind": SESSION,
+                "agent_id": agent_id,
+                "prompt": strip_directive(text) if text else "",
+                "metadata": metadata or {},
+                "user": user,
+                "idle": idle,
+            },
+        )
+        if text:
+            run.cache["message"] = text
+        store().agent(owner, agent_id)["live"].append(run.id)
+        context(request).run_id = run.id
+        if idle:
+            return Response(_session_body(run, "idle", None), status_code=201, media_type="application/json")
+        queued = scenario.queued > 0
+        return Response(
+            _session_body(run, "queued" if queued else "processing", scenario.queued if queued else None),
+            status_code=202,
+            media_type="application/json",
+        )
+
+    async def get_session(request: Request) -> Response:
+        auth = _session_auth(request)
+        if isinstance(auth, Response):
+            return auth
+        owner = auth[0]
+        session_id: str = request.path_params["session_id"]
+        context(request).run_id = session_id
+        run = find(session_id, owner, SESSION)
+        if run is None:
+            seeded = store().seeded.get(session_id)
+            if seeded is not None and seeded["owner"] == owner:
+                item = {k: v for k, v in seeded.items() if k != "owner"}
+                return json_response({"session": {**item, "messages": []}, "queue_position": None})
+            return new_error(404, "Session not found", "not_found_error", "session_not_found")
+        if run.data.get("idle"):
+            return Response(_session_body(run, "idle", None), media_type="application/json")
+        decision = state.next_poll(run)
+        if decision.delay > 0:
+            await asyncio.sleep(decision.delay)
+        fault = _poll_fault(run, decision, _session_body(run, "processing", None), new_shape=True)
+        if fault is not None:
+            return fault
+        current, queue_position = session_state(run, decision)
+        return Response(_session_body(run, current, queue_position), media_type="application/json")
+
+    async def cancel_session(request: Request) -> Response:
+        auth = _session_auth(request)
+        if isinstance(auth, Response):
+            return auth
+        session_id: str = request.path_params["session_id"]
+        context(request).run_id = session_id
+        run = find(session_id, auth[0], SESSION)
+        if run is None:
+            return new_error(404, "Session not found", "not_found_error", "session_not_found")
+        body = await read_json(request)
+        if body is not NotImplemented and not isinstance(body, dict):
+            return new_error(400, "Request body must be a JSON object", "invalid_request_error", "invalid_json")
+        current = session_state(run, state.peek(run))[0]
+        if current not in ("completed", "failed", "cancelled", "idle"):
+            run.data["cancelled_via_api"] = True
+            state.request_cancel(run, settle_polls=CANCEL_SETTLE_POLLS)
+        return Response(_session_body(run, current, None, with_messages=False), media_type="application/json")
+
+    async def approvals(request: Request) -> Response:
+        auth = _session_auth(request)
+        if isinstance(auth, Response):
+            return auth
+        session_id: str = request.path_params["session_id"]
+        context(request).run_id = session_id
+        run = find(session_id, auth[0], SESSION)
+        if run is None:
+            return new_error(404, "Session not found", "not_found_error", "session_not_found")
+        body = await read_json(request)
+        responses = body.get("approval_responses") if isinstance(body, dict) else None
+        if not isinstance(responses, list) or not responses:
+            return new_error(
+                400, "approval_responses must be a non-empty list", "invalid_request_error", "invalid_approvals"
+            )
+        if session_state(run, state.peek(run))[0] != "approval_required":
+            return new_error(409, "Session is not waiting for an approval", "conflict_error", "no_pending_approvals")
+        pending = {item["action_request_id"] for item in _approval_messages(run)[1]}
+        for item in responses:
+            if not isinstance(item, dict) or item.get("action") not in ("accept", "reject"):
+                return new_error(
+                    400,
+                    "each approval response needs action_request_id and action accept|reject",
+                    "invalid_request_error",
+                    "invalid_approvals",
+                )
+            if item.get("action_request_id") not in pending:
+                return new_error(
+                    400,
+                    f"unknown action_request_id {item.get('action_request_id')!r}",
+                    "invalid_request_error",
+                    "unknown_action_request",
+                )
+        run.data["approval"] = {"responses": responses, "at_poll": run.polls_answered}
+        return Response(_session_body(run, "processing", None, with_messages=False), media_type="application/json")
+
+    async def follow_up(request: Request) -> Response:
+        auth = _session_auth(request)
+        if isinstance(auth, Response):
+            return auth
+        session_id: str = request.path_params["session_id"]
+        context(request).run_id = session_id
+        run = find(session_id, auth[0], SESSION)
+        if run is None:
+            return new_error(404, "Session not found", "not_found_error", "session_not_found")
+        body = await read_json(request)
+        text = body.get("input") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            return new_error(400, "input is required", "invalid_request_error", "invalid_input")
+        if not (run.data.get("idle") or _terminal_state(run, state)):
+            return new_error(409, "Session is still running", "conflict_error", "session_busy")
+        try:
+            scenario = start_scenario(state, request, (text,))
+        except ScenarioError as exc:
+            return new_error(400, str(exc), "invalid_request_error", "invalid_scenario")
+        previous: dict[str, Any] = {}
+        if not run.data.get("idle"):
+            previous = json.loads(_session_body(run, session_state(run, state.peek(run))[0], None))["session"]
+        history = previous.get("messages", [])
+        turn = state.new_run(
+            VENDOR,
+            run.owner,
+            scenario,
+            run_id=run.id,
+            data={**run.data, "prompt": strip_directive(text), "idle": False},
+        )
+        turn.data.pop("approval", None)
+        turn.data.pop("cancelled_via_api", None)
+        turn.created_wall = run.created_wall if run.data.get("idle") else time.time()
+        turn.cache["message"] = text
+        turn.cache["history"] = history
+        return Response(_session_body(turn, "processing", None), status_code=202, media_type="application/json")
+
+    async def list_sessions(request: Request) -> Response:
+        auth = _session_auth(request)
+        if isinstance(auth, Response):
+            return auth
+        owner = auth[0]
+        agent_id: str = request.path_params["agent_id"]
+        if agent_id.startswith("missing"):
+            return new_error(404, "Agent not found", "not_found_error", "agent_not_found")
+        if agent_id.startswith("private"):
+            return new_error(403, "This API key cannot use this agent", "permission_error", "agent_access_denied")
+        q = request.query_params
+        raw_size = q.get("page_size")
+        page_size = DEFAULT_PAGE_SIZE
+        if raw_size is not None:
+            if not raw_size.isdigit() or not 1 <= int(raw_size) <= 100:
+                return new_error(
+                    400, "page_size must be an integer between 1 and 100", "invalid_request_error", "invalid_page_size"
+                )
+            page_size = int(raw_size)
+        sort_order = q.get("sort_order", "newest")
+        if sort_order not in ("newest", "oldest"):
+            return new_error(400, "sort_order must be newest or oldest", "invalid_request_error", "invalid_sort_order")
+        filters = {name: q.get(name) for name in ("search", "type", "state", "creator_user_id", "trigger_id")}
+        signature = _signature({**filters, "sort_order": sort_order, "page_size": page_size})
+        offset = 0
+        if q.get("cursor") is not None:
+            found = _offset(q["cursor"], signature)
+            if found is None:
+                return new_error(400, "invalid cursor", "invalid_request_error", "invalid_cursor")
+            offset = found
+        entry = store().agent(owner, agent_id)
+        items: list[dict[str, Any]] = [dict(item) for item in entry["seeded"]]
+        for run_id in entry["live"]:
+            run = state.get_run(run_id, VENDOR, owner)
+            if run is not None:
+                current, _ = session_state(run, state.peek(run))
+                items.append(json.loads(_session_body(run, current, None, with_messages=False))["session"])
+        if filters["search"]:
+            needle = filters["search"].lower()
+            items = [item for item in items if needle in (item.get("name") or "").lower()]
+        for name in ("type", "state", "trigger_id"):
+            if filters[name] is not None:
+                items = [item for item in items if item.get(name) == filters[name]]
+        if filters["creator_user_id"] is not None:
+            items = [item for item in items if (item.get("creator") or {}).get("user_id") == filters["creator_user_id"]]
+        items.sort(key=lambda item: (item["created_at"], item["id"]), reverse=sort_order == "newest")
+        page = items[offset : offset + page_size]
+        more = offset + page_size < len(items)
+        return json_response(
+            {"sessions": page, "next_cursor": _cursor(offset + page_size, signature) if more else None}
+        )
+
+    # -- flows --------------------------------------------------------------------------------------------------
+    async def start_pipeline(request: Request) -> Response:
+        owner = _legacy_auth(request)
+        if isinstance(owner, Response):
+            return owner
+        if _too_large(request):
+            return error_response(413, _LEGACY_START_ERRORS[413])
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            return error_response(400, SAVED_ITEM_REQUIRED)
+        user_id, project_id = _identity(body)
+        if not (user_id or project_id):
+            return error_response(400, IDENTITY_REQUIRED)
+        saved_item_id = _text(body.get("saved_item_id"))
+        if saved_item_id is None:
+            return error_response(400, SAVED_ITEM_REQUIRED)
+        inputs = body.get("pipeline_inputs", [])
+        if not isinstance(inputs, list) or not all(
+            isinstance(item, dict) and isinstance(item.get("input_name"), str) and "value" in item for item in inputs
+        ):
+            return error_response(400, PIPELINE_INPUTS_INVALID)
+        if saved_item_id.startswith("missing"):
+            return error_response(404, SAVED_ITEM_NOT_FOUND)
+        if saved_item_id.startswith("private"):
+            return error_response(403, UNAUTHORIZED)
+        try:
+            scenario = start_scenario(state, request, _strings([item["value"] for item in inputs]))
+        except ScenarioError as exc:
+            return error_response(400, str(exc))
+        if scenario.start_status is not None:
+            return _legacy_start_failure(scenario, not_found=SAVED_ITEM_NOT_FOUND)
+        run = state.new_run(
+            VENDOR,
+            owner,
+            scenario,
+            run_id=_hex(f"{time.time_ns()}:{os.urandom(8).hex()}", 22),
+            data={"kind": FLOW, "saved_item_id": saved_item_id, "user_id": user_id, "project_id": project_id},
+        )
+        run.cache["inputs"] = inputs
+        context(request).run_id = run.id
+        url = f"https://www.gumloop.com/pipeline?run_id={run.id}&workbook_id={saved_item_id}"
+        run.data["url"] = url
+        return json_response({"run_id": run.id, "saved_item_id": saved_item_id, "url": url})
+
+    def flow_lookup(owner: str, source: Mapping[str, Any], request: Request) -> EmulatedRun | Response:
+        run_id = _text(source.get("run_id"))
+        if run_id is None:
+            return error_response(400, RUN_ID_REQUIRED)
+        context(request).run_id = run_id
+        user_id, project_id = _identity(source)
+        if not (user_id or project_id):
+            return error_response(400, IDENTITY_REQUIRED)
+        run = find(run_id, owner, FLOW)
+        if run is None:
+            return error_response(404, RUN_NOT_FOUND)
+        if not _identity_matches(run, user_id, project_id):
+            return error_response(403, UNAUTHORIZED)
+        return run
+
+    async def get_pl_run(request: Request) -> Response:
+        owner = _legacy_auth(request)
+        if isinstance(owner, Response):
+            return owner
+        run = flow_lookup(owner, request.query_params, request)
+        if isinstance(run, Response):
+            return run
+        decision = state.next_poll(run)
+        if decision.delay > 0:
+            await asyncio.sleep(decision.delay)
+        fault = _poll_fault(run, decision, _flow_body(run, "RUNNING"), new_shape=False)
+        if fault is not None:
+            return fault
+        return Response(_flow_body(run, flow_state(run, decision)), media_type="application/json")
+
+    async def kill_pipeline(request: Request) -> Response:
+        owner = _legacy_auth(request)
+        if isinstance(owner, Response):
+            return owner
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            return error_response(400, RUN_ID_REQUIRED)
+        run = flow_lookup(owner, body, request)
+        if isinstance(run, Response):
+            return run
+        if _terminal_state(run, state):
+            return json_response({"success": False, "run_id": run.id, "error": "Run already finished"})
+        state.request_cancel(run, settle_polls=CANCEL_SETTLE_POLLS)
+        return json_response({"success": True, "run_id": run.id})
+
+    p = PREFIX
+    return [
+        Route(f"{p}/start_agent", start_agent, methods=["POST"]),
+        Route(f"{p}/agent_status/{{interaction_id}}", agent_status, methods=["GET"]),
+        Route(f"{p}/agents/{{agent_id}}/sessions", create_session, methods=["POST"]),
+        Route(f"{p}/agents/{{agent_id}}/sessions", list_sessions, methods=["GET"]),
+        Route(f"{p}/sessions/{{session_id}}", get_session, methods=["GET"]),
+        Route(f"{p}/sessions/{{session_id}}/cancel", cancel_session, methods=["POST"]),
+        Route(f"{p}/sessions/{{session_id}}/approvals", approvals, methods=["POST"]),
+        Route(f"{p}/sessions/{{session_id}}/messages", follow_up, methods=["POST"]),
+        Route(f"{p}/start_pipeline", start_pipeline, methods=["POST"]),
+        Route(f"{p}/get_pl_run", get_pl_run, methods=["GET"]),
+        Route(f"{p}/kill_pipeline", kill_pipeline, methods=["POST"]),
+    ]
