@@ -62,6 +62,8 @@ def _seconds(value: float | timedelta | None, name: str) -> float | None:
 class StartedRun:
     run_id: str
     url: str | None = None
+    #: The start call found the run already there (e.g. an idempotency-key conflict) instead of starting it.
+    reattached: bool = False
 
 
 class RunTaskMixin:
@@ -336,7 +338,8 @@ class RunOperator(RunTaskMixin, BaseOperator):
         elif self.reattach and store is None and (context.get("ti") is not None) and _try_number(context) > 1:
             self.log.warning("task_state_store needs Airflow >= 3.3: this retry cannot reattach and starts a new run")
         started = self.start_run(context)
-        self.log.info("Started %s%s", self.what(started.run_id), f" - {started.url}" if started.url else "")
+        verb = "Reattached to" if started.reattached else "Started"
+        self.log.info("%s %s%s", verb, self.what(started.run_id), f" - {started.url}" if started.url else "")
         self.remember(context, started, store)
         return started.run_id, None
 

@@ -148,7 +148,7 @@ class GumloopAgentOperator(RunOperator):
                     "watching it instead of sending the message again",
                     self.interaction_id,
                 )
-                return StartedRun(str(self.interaction_id))
+                return StartedRun(str(self.interaction_id), reattached=True)
             raise
         return StartedRun(started.interaction_id)
 
@@ -290,7 +290,7 @@ class GumloopSessionOperator(RunOperator):
                     )
                     if not explicit:
                         self._store_set(GENERATION_KEY, gen)
-                    return StartedRun(existing.session.id)
+                    return StartedRun(existing.session.id, reattached=True)
                 why = "was cancelled by this task" if session_id == cancelled else f"ended '{state}'"
                 self.log.info("Gumloop session %s of an earlier try %s; starting a fresh session", session_id, why)
                 continue
