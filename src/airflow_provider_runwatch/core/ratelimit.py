@@ -1,0 +1,228 @@
+"""Per-key request budgets shared by every client of one process (GloriaMundo: 60 status polls and 10
+executions per minute per user, shared by every run of that key).
+
+One :class:`KeyBudget` exists per (API base URL, API key) in a process; every hook, trigger and sensor
+using that key draws from it, so a triggerer running 500 deferred tasks of one key polls at the key's
+budget, not 500 times the advised interval. It implements
+:class:`~airflow_provider_runwatch.core.http.Limiter`: the HTTP clients call it before every attempt of a
+request whose ``bucket`` is set.
+
+How it works: each bucket is a *reservation schedule*. ``acquire`` takes the next free slot under a
+``threading.Lock`` held for a few arithmetic operations (never across an ``await`` or any I/O), then
+waits for that slot on its own: ``asyncio.sleep`` in a coroutine, ``time.sleep`` in a thread. Hence:
+
+- FIFO fairness: slots are handed out in call order, so every run waiting to poll gets the next one in
+  turn; a run that just polled queues behind the others.
+- No asyncio primitive is shared, so nothing is bound to one event loop: the triggerer's loop, the
+  loop ``dag.test()`` creates per inline trigger, several loops in tests, and worker threads all draw from
+  the same schedule (the vendor counts per key, whatever the loop). Other keys have other schedules and
+  never wait on this one.
+- A slot is granted only when (a) it is at least ``window / limit`` after the previous slot (``smooth``
+  buckets: polls are spread evenly) and (b) the ``limit``-th most recent slot is at least ``window`` ago.
+  (b) alone is an exact sliding-window log: no interval of ``window`` seconds ever holds more than
+  ``limit`` slots, unlike a token bucket, whose burst capacity plus refill can exceed the limit within
+  a sliding minute. (a) keeps polls from bunching; non-smooth buckets (executions) may burst up to the
+  limit.
+- A waiter cancelled before its slot gives the slot back when it is the newest one.
+
+Keys are identified by a short SHA-256 fingerprint; the key itself is never stored here, so it cannot
+reach a ``repr`` or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+#: The window every documented per-minute limit is counted over.
+DEFAULT_WINDOW_SECONDS = 60.0
+
+
+def key_fingerprint(api_key: str) -> str:
+    """A short, stable, non-reversible name for an API key (16 hex digits of its SHA-256)."""
+    return hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """``limit`` requests in any ``window`` seconds; ``smooth`` spaces them ``window / limit`` apart."""
+
+    limit: int
+    window: float = DEFAULT_WINDOW_SECONDS
+    smooth: bool = True
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError(f"a rate budget needs a limit >= 1, got {self.limit}")
+        if not self.window > 0:
+            raise ValueError(f"a rate budget needs a positive window, got {self.window}")
+
+    @property
+    def spacing(self) -> float:
+        """Minimum gap between two slots (0 for bursty buckets)."""
+        return self.window / self.limit if self.smooth else 0.0
+
+
+class SlidingWindowBudget:
+    """One bucket's reservation schedule. Thread-safe; pure arithmetic under its lock.
+
+    ``reserve()`` returns the monotonic time of the caller's slot; the caller waits until then. Slots
+    are non-decreasing in call order (FIFO), at least ``spec.spacing`` apart, and no half-open interval
+    of ``spec.window`` seconds contains more than ``spec.limit`` of them.
+    """
+
+    def __init__(self, spec: BudgetSpec, clock: Clock = time.monotonic) -> None:
+        self.spec = spec
+        self.clock = clock
+        self._lock = threading.Lock()
+        # Slots that may still matter: reserved in the last window, or still in the future.
+        self._slots: deque[float] = deque()
+        self.granted = 0
+        self.waited = 0
+
+    def __repr__(self) -> str:
+        return f"SlidingWindowBudget(limit={self.spec.limit}, window={self.spec.window:g}s, smooth={self.spec.smooth})"
+
+    def configure(self, spec: BudgetSpec) -> None:
+        """Change the limit or window in place; reservations already made keep counting."""
+        with self._lock:
+            self.spec = spec
+
+    def reserve(self) -> float:
+        """Take the next free slot and return its (monotonic) time; it may be now."""
+        with self._lock:
+            now = self.clock()
+            spec, slots = self.spec, self._slots
+            while slots and slots[0] <= now - spec.window:
+                slots.popleft()  # can never share a window with a slot at or after ``now``
+            slot = now
+            if slots:
+                slot = max(slot, slots[-1] + spec.spacing)
+                if len(slots) >= spec.limit:
+                    slot = max(slot, slots[-spec.limit] + spec.window)
+            slots.append(slot)
+            self.granted += 1
+            if slot > now:
+                self.waited += 1
+            return slot
+
+    def release(self, slot: float) -> None:
+        """Give back a slot that was never used (its waiter was cancelled).
+
+        Removing any slot keeps the schedule valid (a subset of a valid schedule is valid); only the
+        newest one frees time for the next caller, which is the common case worth handling.
+        """
+        with self._lock:
+            if self._slots and self._slots[-1] == slot:
+                self._slots.pop()
+                self.granted -= 1
+
+    def queued(self) -> int:
+        """Slots reserved in the future (waiters not yet released)."""
+        now = self.clock()
+        with self._lock:
+            return sum(1 for slot in self._slots if slot > now)
+
+
+class KeyBudget:
+    """All buckets of one API key at one base URL; implements the HTTP clients' ``Limiter`` protocol.
+
+    An unknown bucket name is not limited (logged once at debug level).
+    """
+
+    def __init__(
+        self,
+        vendor: str,
+        base_url: str,
+        fingerprint: str,
+        specs: Mapping[str, BudgetSpec],
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.vendor = vendor
+        self.base_url = base_url
+        self.fingerprint = fingerprint
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.buckets: dict[str, SlidingWindowBudget] = {
+            name: SlidingWindowBudget(spec, clock) for name, spec in specs.items()
+        }
+
+    def __repr__(self) -> str:
+        specs = ", ".join(f"{name}={b.spec.limit}/{b.spec.window:g}s" for name, b in self.buckets.items())
+        return f"KeyBudget({self.vendor} {self.base_url} key {self.fingerprint}: {specs})"
+
+    def configure(self, specs: Mapping[str, BudgetSpec]) -> None:
+        """Apply the newest connection settings; buckets keep their reservations."""
+        with self._lock:
+            for name, spec in specs.items():
+                bucket = self.buckets.get(name)
+                if bucket is None:
+                    self.buckets[name] = SlidingWindowBudget(spec, self.clock)
+                elif bucket.spec != spec:
+                    log.info("%r: bucket %s now %s/%gs", self, name, spec.limit, spec.window)
+                    bucket.configure(spec)
+
+    def _reserve(self, bucket: str) -> tuple[SlidingWindowBudget | None, float, float]:
+        budget = self.buckets.get(bucket)
+        if budget is None:
+            log.debug("%r: no bucket %r; not limited", self, bucket)
+            return None, 0.0, 0.0
+        slot = budget.reserve()
+        delay = slot - budget.clock()
+        if delay > 0 and log.isEnabledFor(logging.DEBUG):
+            log.debug("%r: %s slot in %.2fs (%d queued)", self, bucket, delay, budget.queued())
+        return budget, slot, delay
+
+    async def acquire(self, bucket: str) -> None:
+        """Wait (without blocking the event loop) until this caller's slot in ``bucket``."""
+        budget, slot, delay = self._reserve(bucket)
+        if budget is None or delay <= 0:
+            return
+        try:
+            await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            budget.release(slot)
+            raise
+
+    def acquire_blocking(self, bucket: str) -> None:
+        """Block this thread until its slot in ``bucket`` (workers, sensors' poke, sync hooks)."""
+        budget, _slot, delay = self._reserve(bucket)
+        if budget is not None and delay > 0:
+            time.sleep(delay)
+
+
+_REGISTRY: dict[tuple[str, str, str], KeyBudget] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def budget_for(vendor: str, base_url: str, api_key: str, specs: Mapping[str, BudgetSpec]) -> KeyBudget:
+    """The process-wide budget of ``api_key`` at ``base_url``, created on first use.
+
+    Two connections holding the same key share one budget (the vendor counts per key); the most recent
+    ``specs`` apply to it.
+    """
+    fingerprint = key_fingerprint(api_key)
+    registry_key = (vendor, base_url.rstrip("/"), fingerprint)
+    with _REGISTRY_LOCK:
+        budget = _REGISTRY.get(registry_key)
+        if budget is None:
+            budget = _REGISTRY[registry_key] = KeyBudget(vendor, registry_key[1], fingerprint, specs)
+            return budget
+    budget.configure(specs)
+    return budget
+
+
+def clear_budgets() -> None:
+    """Forget every budget of this process (tests)."""
+    with _REGISTRY_LOCK:
+        _REGISTRY.clear()

@@ -1,0 +1,78 @@
+"""GloriaMundo operator: execute a workflow, wait for the run (progress logged as it changes), return its
+``result`` object."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_runwatch.core.errors import RunwatchError
+from airflow_provider_runwatch.operators.base import RunOperator, StartedRun
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_runwatch.core.models import RunEvent
+    from airflow_provider_runwatch.hooks.gloriamundo import GloriaMundoHook
+
+
+class GloriaMundoWorkflowOperator(RunOperator):
+    """Execute a GloriaMundo workflow and hand on its result.
+
+    XCom: ``run_id`` (before waiting); return value = the run's ``result`` object; ``run`` = summary with
+    ``cost`` (``{"cost_cents": ...}``), timings (``created_at`` = started_at, ``finished_at`` =
+    completed_at, ``duration_seconds``) and the last ``progress`` (``current_step``, ``total_steps``,
+    ``current_step_name``, ``percentage``). A failed or timed-out run's ``run`` XCom carries the same
+    cost, progress and timings when GloriaMundo reports them.
+
+    :param workflow_id: the workflow to execute (templated).
+    :param input: the workflow input, a JSON object (templated; anything else is refused before sending).
+
+    Plus every :class:`~airflow_provider_runwatch.operators.base.RunOperator` option.
+
+    Polling: every ``poll_interval`` seconds (default 5), but all runs of one API key in one process
+    (a triggerer, or a worker for ``deferrable=False``) share the key's budget of ``polls_per_minute``
+    (connection extra, default 50 of the 60 GloriaMundo allows), handed out first come, first served. With
+    N runs of a key in flight each is polled about every ``max(poll_interval, N * 60 / polls_per_minute)``
+    seconds: 4 runs at 5 s fit the budget, 50 runs are polled about once a minute each. Starts are paced at
+    ``executions_per_minute`` (default 9 of 10) per key and process. GloriaMundo cannot cancel a run: a kill
+    or a timeout logs that the run goes on, with its id.
+    """
+
+    template_fields: Sequence[str] = ("workflow_id", "input")
+    template_fields_renderers = {"input": "json"}
+    hook_class_path = "airflow_provider_runwatch.hooks.gloriamundo.GloriaMundoHook"
+    adapter_path = "airflow_provider_runwatch.vendors.gloriamundo.WORKFLOW_RUNS"
+    trigger_class_path = "airflow_provider_runwatch.triggers.gloriamundo.GloriaMundoRunTrigger"
+    default_poll_interval = 5.0
+
+    def __init__(self, *, workflow_id: str, input: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.workflow_id = workflow_id
+        self.input = input
+
+    def start_run(self, context: Context) -> StartedRun:
+        hook: GloriaMundoHook = self.hook  # type: ignore[assignment]
+        started = hook.execute_workflow(self.workflow_id, self.input)
+        return StartedRun(started.run_id)
+
+    def push_failure_summary(self, context: Context, event: RunEvent) -> None:
+        """The base failure summary, plus cost, progress and timings from one more status read."""
+        value: dict[str, Any] = {
+            "vendor": event.vendor,
+            "run_id": event.run_id,
+            "state": event.state.value if event.state else None,
+            "vendor_state": event.vendor_state,
+            "outcome": event.status,
+            "error": event.message,
+        }
+        if event.status in ("failed", "timeout"):
+            try:
+                summary = self.hook.get_result(self.adapter, event.run_id).summary.to_xcom()
+            except RunwatchError as exc:
+                self.log.info("Could not read the final cost of %s: %s", self.what(event.run_id), exc)
+            else:
+                for key in ("cost", "progress", "created_at", "finished_at", "duration_seconds"):
+                    if key in summary:
+                        value[key] = summary[key]
+        context["ti"].xcom_push(key="run", value=value)
