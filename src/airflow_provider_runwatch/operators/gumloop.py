@@ -91,6 +91,7 @@ class GumloopAgentOperator(RunOperator):
     :param project_id: override the connection's extra ``project_id`` (templated).
     :param interaction_id: continue an earlier conversation that has finished (templated); Gumloop answers
         409 while it is still running.
+
     Plus every :class:`~airflow_provider_runwatch.operators.base.RunOperator` option; ``poll_interval``
     defaults to 3 s and may not be under 1 s. Gumloop cannot cancel an interaction: a kill or a timeout logs
     that it goes on.
@@ -214,6 +215,7 @@ class GumloopSessionOperator(RunOperator):
         ``"fail"`` (default) fails the task with the pending approvals summarized; ``"wait"`` keeps waiting
         until someone answers them (or ``timeout`` passes); ``"succeed"`` returns the text so far and pushes
         ``pending_approvals``.
+
     Plus every :class:`~airflow_provider_runwatch.operators.base.RunOperator` option; ``poll_interval``
     defaults to 3 s and may not be under 1 s. A kill, or a ``timeout`` that passes, cancels the session.
     """
@@ -384,6 +386,7 @@ class GumloopFlowOperator(RunOperator):
 
     :param flow_id: the flow (``saved_item_id``), templated.
     :param inputs: ``{input name: value}``, sent as ``pipeline_inputs`` (templated).
+
     Plus every :class:`~airflow_provider_runwatch.operators.base.RunOperator` option; ``poll_interval``
     defaults to 3 s and may not be under 1 s. A kill, or a ``timeout`` that passes, kills the flow run
     (``kill_pipeline``).

@@ -88,6 +88,7 @@ class GumloopSessionSensor(_GumloopSensor):
 
     :param on_approval_required: ``"fail"`` (default), ``"wait"`` or ``"succeed"``, as for
         :class:`~airflow_provider_runwatch.operators.gumloop.GumloopSessionOperator`.
+
     The sensor did not start the session, so it does not cancel it on kill unless ``cancel_on_kill=True``.
     """
 
