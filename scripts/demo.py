@@ -105,7 +105,9 @@ def report(dag_id: str, seconds: float) -> bool:
             print(f"{prefix}: {shorten(value)}")
         failed = [
             ti.task_id
-            for ti in session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id)
+            for ti in session.query(TaskInstance).filter(
+                TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id
+            )
             if str(ti.state) not in ("success", "skipped")
         ]
         if failed:
