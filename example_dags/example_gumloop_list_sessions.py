@@ -26,8 +26,8 @@ with DAG(
         task_id="list_yesterdays_sessions",
         agent_id="agent_support_triage",
         # Yesterday, relative to the run's logical date (midnight UTC for this schedule).
-        created_after="{{ macros.ds_add(ds, -1) }}",
-        created_before="{{ ds }}",
+        created_after="{{ macros.ds_add(dag_run.run_after | ds, -1) }}",
+        created_before="{{ dag_run.run_after | ds }}",
         sort_order="newest",
         page_size=20,
         max_sessions=500,

@@ -22,7 +22,8 @@ with DAG(
     briefing = PuffleAgentChatOperator(
         task_id="morning_briefing",
         conn_id="puffle_default",
-        message="Summarise overnight support tickets for {{ ds }} and list the top three issues.",
+        # run_after is set for every run (logical_date and ds are not, for API-triggered runs in Airflow 3).
+        message="Summarise overnight support tickets for {{ dag_run.run_after | ds }} and list the top three issues.",
         deferrable=True,
         timeout=15 * 60,
     )

@@ -1,0 +1,315 @@
+"""A real Airflow 3 deployment on loopback for the end-to-end suite.
+
+One session fixture, ``deployment``, starts in a throwaway AIRFLOW_HOME on sqlite:
+
+- the bundled emulator (process mode), the three default connections as ``AIRFLOW_CONN_*`` env vars holding
+  :data:`SECRET_KEY`;
+- ``airflow api-server``, ``airflow scheduler`` (LocalExecutor, low parallelism), ``airflow dag-processor`` and
+  ``airflow triggerer`` as separate processes, each in its own process group, logs under AIRFLOW_HOME;
+- DAGS_FOLDER = tests/e2e/dags.
+
+Why sqlite: Airflow 3 removed the SequentialExecutor and runs LocalExecutor on sqlite (``airflow standalone``
+does exactly that); scheduler, dag-processor, triggerer and api-server share the file under sqlite's WAL-less
+locking, which holds at the handful of concurrent tasks this suite runs. Postgres would add ~5 s of start-up and
+a system dependency for no path the suite needs.
+
+Teardown stops every process group (SIGTERM, then SIGKILL after 10 s), also from ``atexit`` if pytest dies.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from airflow_provider_runwatch.emulator.server import EmulatorServer
+
+#: Distinctive so a test can search every log line and API answer for it.
+SECRET_KEY = "pk_live_RUNWATCH_E2E_SECRET_9c41d07a"
+E2E_DAGS = Path(__file__).parent / "dags"
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+AIRFLOW = [sys.executable, "-m", "airflow"]
+
+_ALL_PROCS: list[subprocess.Popen[bytes]] = []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes], *, hard: bool = False, grace: float = 10) -> None:
+    """Stop a component and everything it spawned (its process group)."""
+    if proc.poll() is not None:
+        # The leader is gone but children (executor workers, task supervisors) may live on.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL if hard else signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+def _stop_all() -> None:
+    for proc in reversed(_ALL_PROCS):
+        _stop(proc, grace=5)
+
+
+atexit.register(_stop_all)
+
+
+@dataclass
+class Deployment:
+    home: Path
+    env: dict[str, str]
+    api_url: str
+    emulator: EmulatorServer
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    starts: dict[str, int] = field(default_factory=dict)
+
+    # -- processes ----------------------------------------------------------------------------------------
+    def log_path(self, name: str) -> Path:
+        return self.home / f"{name}-{self.starts.get(name, 0)}.log"
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        self.starts[name] = self.starts.get(name, 0) + 1
+        log = self.log_path(name).open("wb")
+        proc = subprocess.Popen(
+            [*AIRFLOW, *args],
+            env=self.env,
+            cwd=self.home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: killpg reaches its children
+        )
+        log.close()
+        _ALL_PROCS.append(proc)
+        self.procs[name] = proc
+        return proc
+
+    def start_triggerer(self) -> subprocess.Popen[bytes]:
+        return self.start("triggerer", "triggerer", "--capacity", "50")
+
+    def kill9(self, name: str) -> None:
+        proc = self.procs[name]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def logs(self, name: str) -> str:
+        return "\n".join(
+            (self.home / f"{name}-{i}.log").read_text(errors="replace") for i in range(1, self.starts.get(name, 0) + 1)
+        )
+
+    # -- REST API (public API v2; SimpleAuthManager with all_admins needs no token) -------------------------
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=f"{self.api_url}/api/v2", timeout=30)
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        with self.api() as c:
+            r = c.patch(f"/dags/{dag_id}", json={"is_paused": False})
+            r.raise_for_status()
+            # A logical date, as the UI's trigger form sends: templates such as {{ ds }} need one.
+            now = datetime.now(timezone.utc).isoformat()
+            r = c.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": now, "conf": conf or {}})
+            r.raise_for_status()
+            return str(r.json()["dag_run_id"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        with self.api() as c:
+            r = c.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+            r.raise_for_status()
+            return {ti["task_id"]: ti for ti in r.json()["task_instances"]}
+
+    def wait_for(
+        self, dag_id: str, run_id: str, *, timeout: float = 120, states: tuple[str, ...] = ("success", "failed")
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.api() as c:
+            while True:
+                r = c.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+                r.raise_for_status()
+                run = r.json()
+                if run["state"] in states:
+                    return dict(run)
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{dag_id}/{run_id} still {run['state']} after {timeout}s: {self.tail()}")
+                time.sleep(1)
+
+    def wait_for_tasks(
+        self, dag_id: str, run_id: str, state: str, task_ids: list[str], *, timeout: float = 60
+    ) -> dict[str, dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            tis = self.task_instances(dag_id, run_id)
+            if all(tis.get(t, {}).get("state") == state for t in task_ids):
+                return tis
+            if time.monotonic() > deadline:
+                have = {t: tis.get(t, {}).get("state") for t in task_ids}
+                raise AssertionError(f"tasks not {state} after {timeout}s: {have}")
+            time.sleep(0.5)
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        with self.api() as c:
+            r = c.get(
+                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+                params={"deserialize": True},
+            )
+            r.raise_for_status()
+            return r.json()["value"]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """The task's log as the UI shows it (worker and triggerer parts), one line per event."""
+        with self.api() as c:
+            r = c.get(
+                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+                params={"full_content": True},
+                headers={"Accept": "application/json"},
+            )
+            r.raise_for_status()
+            content = r.json()["content"]
+        lines = []
+        for item in content if isinstance(content, list) else [content]:
+            if isinstance(item, dict):
+                extra = {k: v for k, v in item.items() if k not in ("event", "timestamp", "level", "logger")}
+                lines.append(f"{item.get('timestamp', '')} {item.get('level', '')} {item.get('event', '')} {extra}")
+            else:
+                lines.append(str(item))
+        return "\n".join(lines)
+
+    def tail(self, n: int = 3000) -> str:
+        return "\n".join(f"--- {name}\n{self.logs(name)[-n:]}" for name in self.procs)
+
+
+def _wait_healthy(dep: Deployment, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        for name, proc in dep.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{dep.logs(name)[-4000:]}")
+        try:
+            r = httpx.get(f"{dep.api_url}/api/v2/monitor/health", timeout=5)
+            last = r.json()
+            if all(
+                last.get(c, {}).get("status") == "healthy"
+                for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+            ):
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"deployment not healthy after {timeout}s: {last}\n{dep.tail()}")
+
+
+def _wait_dags(dep: Deployment, dag_ids: list[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    with dep.api() as c:
+        while time.monotonic() < deadline:
+            if all(c.get(f"/dags/{d}").status_code == 200 for d in dag_ids):
+                return
+            time.sleep(1)
+        r = c.get("/importErrors")
+    raise RuntimeError(f"DAGs {dag_ids} not parsed after {timeout}s; import errors: {r.text}\n{dep.tail()}")
+
+
+E2E_DAG_IDS = sorted(p.stem for p in E2E_DAGS.glob("e2e_*.py"))
+
+
+@pytest.fixture(scope="session")
+def deployment() -> Iterator[Deployment]:
+    from airflow import __version__ as airflow_version
+    from packaging.version import Version
+
+    if Version(airflow_version) < Version("3.3"):
+        # Trigger on_kill (drill b) and the task-log and health APIs asserted here are those of 3.3.
+        pytest.skip(f"the e2e suite targets Airflow >= 3.3 (found {airflow_version})")
+    home = Path(tempfile.mkdtemp(prefix="runwatch-e2e-home-"))
+    emulator = EmulatorServer(mode="process")
+    emulator.start()
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__") and not k.startswith("AIRFLOW_CONN_")}
+    env.update(emulator.connection_env(api_key=SECRET_KEY))
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(E2E_DAGS),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+            "AIRFLOW__CORE__FERNET_KEY": "",
+            "AIRFLOW__API__BASE_URL": api_url,
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": "runwatch-e2e-not-secret",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "runwatch-e2e-jwt-not-secret",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            # A dead triggerer's triggers are re-assigned once its heartbeat is this old.
+            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "5",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "30",
+            "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    dep = Deployment(home=home, env=env, api_url=api_url, emulator=emulator)
+    try:
+        subprocess.run([*AIRFLOW, "db", "migrate"], env=env, cwd=home, check=True, capture_output=True, timeout=180)
+        dep.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1")
+        dep.start("scheduler", "scheduler")
+        dep.start("dag-processor", "dag-processor")
+        dep.start_triggerer()
+        _wait_healthy(dep)
+        _wait_dags(dep, E2E_DAG_IDS)
+        yield dep
+    finally:
+        for proc in reversed(list(dep.procs.values())):
+            _stop(proc)
+        _stop_all()
+        emulator.stop()
+        if os.environ.get("RUNWATCH_E2E_KEEP_HOME"):
+            print(f"e2e AIRFLOW_HOME kept at {home}")
+        else:
+            # keep the component logs as artifacts, drop the rest
+            ARTIFACTS.mkdir(exist_ok=True)
+            dest = ARTIFACTS / "e2e-logs"
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir()
+            for log in home.glob("*.log"):
+                shutil.copy(log, dest / log.name)
+            shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,23 @@
+"""E2E: the Puffle example shape (deferrable chat operator, answer handed to a downstream task)."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, task
+
+from airflow_provider_runwatch.operators.puffle import PuffleAgentChatOperator
+
+with DAG("e2e_puffle_chat", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False) as dag:
+    briefing = PuffleAgentChatOperator(
+        task_id="morning_briefing",
+        message="Summarise overnight support tickets for {{ ds }} [emulator: queued=1 polls=3]",
+        deferrable=True,
+        poll_interval=0.5,
+        timeout=120,
+    )
+
+    @task
+    def publish(answer: str, run: dict) -> str:
+        return f"{answer[:200]} (run {run['run_id']})"
+
+    publish(briefing.output, briefing.output["run"])
