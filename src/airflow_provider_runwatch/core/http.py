@@ -11,10 +11,12 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import random
 import ssl
 import time
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 import httpx
 
 from airflow_provider_runwatch import __version__
+from airflow_provider_runwatch.core import transport as _lean
 from airflow_provider_runwatch.core.errors import (
     AuthError,
     ClientError,
@@ -244,11 +247,15 @@ class _CappedBody:
             raise self._too_large()
 
     def _too_large(self) -> ResponseTooLargeError:
+        return self.too_large(self.settings, self.request, self.response.status_code, self.cap)
+
+    @staticmethod
+    def too_large(settings: ConnectionSettings, request: ApiRequest, status: int, cap: int) -> ResponseTooLargeError:
         return ResponseTooLargeError(
-            vendor=self.settings.vendor.display_name,
-            endpoint=self.request.endpoint,
-            status_code=self.response.status_code,
-            detail=f"body larger than {self.cap} bytes; raise max_response_bytes on the connection if expected",
+            vendor=settings.vendor.display_name,
+            endpoint=request.endpoint,
+            status_code=status,
+            detail=f"body larger than {cap} bytes; raise max_response_bytes on the connection if expected",
         )
 
     def add(self, chunk: bytes) -> None:
@@ -260,6 +267,31 @@ class _CappedBody:
     def interpret(self) -> Any:
         body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
         return interpret(self.settings, self.request, self.response.status_code, self.response.headers, body)
+
+
+class _LazyHeaders(Mapping[str, str]):
+    """Raw response headers as the mapping :func:`interpret` reads; an ``httpx.Headers`` is built only when
+    read (error answers), not for every successful poll."""
+
+    __slots__ = ("_headers", "_raw")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._headers: httpx.Headers | None = None
+
+    def _get(self) -> httpx.Headers:
+        if self._headers is None:
+            self._headers = httpx.Headers(self._raw)
+        return self._headers
+
+    def __getitem__(self, key: str) -> str:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._raw)
 
 
 @functools.cache
@@ -366,12 +398,121 @@ class ApiClient(_ClientBase):
             raise _transport_error(self.settings, request, exc) from None
 
 
+#: Performance levers of the triggerer path, module-level so the benchmark can switch each one off
+#: (``tests/benchmarks/bench_triggers.py --set airflow_provider_runwatch.core.http.SHARE_CONNECTIONS=false``);
+#: docs/performance.md gives what each one buys. Leave them on.
+#: Send through :class:`~airflow_provider_runwatch.core.transport.LeanTransport` (when httptools is importable)
+#: instead of httpx's default transport.
+#: Escape hatch for deployments: ``RUNWATCH_HTTP_TRANSPORT=httpx`` in the triggerer's environment falls back
+#: to httpx's own transport (slower, see docs/performance.md) without a code change.
+LEAN_TRANSPORT = os.environ.get("RUNWATCH_HTTP_TRANSPORT", "lean").strip().lower() != "httpx"
+#: One transport per event loop for every :class:`AsyncApiClient` (connections opened on demand, reused by
+#: whichever trigger polls next) instead of one per client.
+SHARE_CONNECTIONS = True
+#: Hand requests straight to the transport, built once per request description, instead of through
+#: ``httpx.AsyncClient.send`` (URL merging, cookies, auth and redirect machinery per call). Only used when
+#: the client options ask for nothing beyond the defaults (no event hooks etc.); otherwise the client is used.
+DIRECT_SEND = True
+
+#: Connections per origin of one shared transport: requests beyond it wait (``pool`` timeout).
+SHARED_MAX_CONNECTIONS = 256
+#: Idle connections are reused for this long; longer than any poll interval, so a poll every few seconds
+#: keeps its connection (a server that closes idle connections sooner is noticed when it closes).
+KEEPALIVE_EXPIRY = 75.0
+
+# client_kwargs keys the direct path reproduces exactly; anything else (event_hooks, auth, ...) needs the client.
+_DIRECT_KEYS = frozenset({"base_url", "headers", "timeout", "follow_redirects", "verify", "trust_env"})
+# httpx.AsyncClient's own default headers, which the direct path sends too (Accept-Encoding limited to what
+# httpx can always decode).
+_CLIENT_DEFAULT_HEADERS = {"Accept": "*/*", "Accept-Encoding": "gzip, deflate", "Connection": "keep-alive"}
+
+
+class _SharedTransport:
+    """A transport used by several clients of one event loop; idle connections close with the last user."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self.transport = transport
+        self.users = 0
+
+
+_shared_transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, _SharedTransport]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class _Borrowed(httpx.AsyncBaseTransport):
+    """A shared transport lent to an ``httpx.AsyncClient``, whose ``aclose`` must not close it."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self.transport = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _ssl_context_for(verify: Any) -> ssl.SSLContext:
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return shared_ssl_context()
+
+
+@dataclass(frozen=True, eq=False)
+class _Template:
+    """The parts of a request that only depend on the connection: base URL, client headers, timeouts."""
+
+    base_url: httpx.URL
+    headers: httpx.Headers
+    timeout: dict[str, Any]
+
+
+_templates: weakref.WeakValueDictionary[tuple[Any, ...], _Template] = weakref.WeakValueDictionary()
+
+
+def _template_for(kwargs: Mapping[str, Any]) -> _Template:
+    headers = kwargs.get("headers") or {}
+    timeout = httpx.Timeout(kwargs.get("timeout", DEFAULT_TIMEOUT))
+    key = (str(kwargs["base_url"]), tuple(sorted((str(k).lower(), str(v)) for k, v in headers.items())), repr(timeout))
+    template = _templates.get(key)
+    if template is None:
+        base = httpx.URL(kwargs["base_url"])
+        if not base.raw_path.endswith(b"/"):
+            base = base.copy_with(raw_path=base.raw_path + b"/")
+        merged = httpx.Headers(_CLIENT_DEFAULT_HEADERS)
+        merged.update(headers)
+        template = _templates[key] = _Template(base, merged, timeout.as_dict())
+    return template
+
+
 class AsyncApiClient(_ClientBase):
-    """Non-blocking client for the triggerer. One per trigger, for the trigger's whole life."""
+    """Non-blocking client for the triggerer. One per trigger, for the trigger's whole life.
+
+    Cheap to hold in thousands: it owns no connection of its own. With the default levers its requests go
+    through one :class:`~airflow_provider_runwatch.core.transport.LeanTransport` per event loop, shared by
+    every client of that loop, and a poll's request is built once and re-sent. Client options that need
+    ``httpx.AsyncClient`` features (``event_hooks``, ...) get a real client on top of the same transport.
+    Timeouts, no redirects, the size cap and the error mapping are the same on every path.
+    """
 
     def __init__(self, settings: ConnectionSettings, options: ClientOptions) -> None:
         super().__init__(settings, options)
-        self._http = httpx.AsyncClient(**options.client_kwargs(settings))
+        kwargs = options.client_kwargs(settings)
+        self._verify: Any = kwargs.get("verify", True)
+        self._direct = DIRECT_SEND and kwargs.keys() <= _DIRECT_KEYS and kwargs.get("follow_redirects") is False
+        # What every request of this connection shares, shared by the clients of the connection.
+        self._template = _template_for(kwargs) if self._direct else None
+        self._transport: httpx.AsyncBaseTransport | None = None
+        self._shared: _SharedTransport | None = None
+        self._client: httpx.AsyncClient | None = None
+        # The last GET, ready to send again (a trigger polls with the same request all its life).
+        self._last: tuple[ApiRequest, Any] | None = None
 
     async def __aenter__(self) -> AsyncApiClient:
         return self
@@ -382,8 +523,105 @@ class AsyncApiClient(_ClientBase):
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+        transport, self._transport = self._transport, None
+        shared, self._shared = self._shared, None
+        self._last = None
+        if shared is not None:
+            shared.users -= 1
+            if shared.users == 0:
+                loop = asyncio.get_running_loop()
+                by_key = _shared_transports.get(loop, {})
+                for key, value in list(by_key.items()):
+                    if value is shared:
+                        del by_key[key]
+                await shared.transport.aclose()
+        elif transport is not None:
+            await transport.aclose()
 
+    # -- transport and client ------------------------------------------------------------------------
+    def _get_transport(self) -> httpx.AsyncBaseTransport:
+        """The transport, acquired on first use (inside the running loop it will belong to)."""
+        if self._transport is not None:
+            return self._transport
+        lean = _lean
+        context = _ssl_context_for(self._verify)
+        use_lean = LEAN_TRANSPORT and lean.AVAILABLE
+        if use_lean and SHARE_CONNECTIONS:
+            by_key = _shared_transports.setdefault(asyncio.get_running_loop(), {})
+            key = (context, SHARED_MAX_CONNECTIONS, KEEPALIVE_EXPIRY)
+            shared = by_key.get(key)
+            if shared is None:
+                shared = by_key[key] = _SharedTransport(
+                    lean.LeanTransport(
+                        ssl_context=context, max_connections=SHARED_MAX_CONNECTIONS, keepalive_expiry=KEEPALIVE_EXPIRY
+                    )
+                )
+            shared.users += 1
+            self._shared = shared
+            self._transport = shared.transport
+        elif use_lean:
+            self._transport = lean.LeanTransport(ssl_context=context, keepalive_expiry=KEEPALIVE_EXPIRY)
+        else:
+            # httpx's own transport (httpcore): one per client, since its pool does not scale when shared.
+            self._transport = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
+        return self._transport
+
+    def _get_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            kwargs = self.options.client_kwargs(self.settings)
+            self._client = httpx.AsyncClient(**kwargs, transport=_Borrowed(self._get_transport()))
+        return self._client
+
+    def _build(self, request: ApiRequest) -> httpx.Request:
+        """``request`` as ``httpx.AsyncClient.build_request`` would build it (base URL merge, client headers,
+        params, JSON body, timeouts)."""
+        template = self._template
+        assert template is not None
+        url = httpx.URL(request.path)
+        if url.is_relative_url:  # httpx's merge: the base path, then the request path
+            base = template.base_url
+            url = base.copy_with(raw_path=base.raw_path + url.raw_path.lstrip(b"/"))
+        kwargs = self.options.request_kwargs(request)
+        headers = template.headers
+        if kwargs["headers"]:
+            headers = httpx.Headers(headers)
+            headers.update(kwargs["headers"])
+        return httpx.Request(
+            request.method,
+            url,
+            params=kwargs["params"],
+            headers=headers,
+            json=kwargs.get("json"),
+            extensions={"timeout": template.timeout},
+        )
+
+    async def _send_direct(self, request: ApiRequest) -> Any:
+        """Straight to the transport. Returns what :meth:`_send_once` reads: an ``httpx.Response``, or the lean
+        transport's ``(status, raw headers, body)`` for a small answer that came whole."""
+        transport = self._get_transport()
+        reuse = request.method == "GET" and request.json is None
+        last = self._last
+        if isinstance(transport, _lean.LeanTransport):
+            if last is not None and last[0] is request:
+                prepared = last[1]
+            else:
+                prepared = await _lean.prepare(self._build(request))
+                if reuse:
+                    self._last = (request, prepared)
+            assert self._template is not None
+            return await transport.exchange_prepared(prepared, self._template.timeout)
+        if last is not None and last[0] is request:
+            built = last[1]
+        else:
+            built = self._build(request)
+            if reuse:
+                self._last = (request, built)
+        return await transport.handle_async_request(built)
+
+    # -- requests ------------------------------------------------------------------------------------
     async def call(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
         return call.parse(await self.send(call.request, retry=retry))
 
@@ -405,10 +643,27 @@ class AsyncApiClient(_ClientBase):
         if request.bucket is not None and self.options.limiter is not None:
             await self.options.limiter.acquire(request.bucket)
         try:
-            async with self._http.stream(request.method, request.path, **self.options.request_kwargs(request)) as resp:
-                body = _CappedBody(self.settings, request, resp, self.options.max_response_bytes)
-                async for chunk in resp.aiter_bytes():
+            if self._direct:
+                answer = await self._send_direct(request)
+                if not isinstance(answer, httpx.Response):
+                    # The lean transport's whole, un-encoded answer: no response object, no streaming.
+                    status, raw_headers, data = answer
+                    if len(data) > self.options.max_response_bytes:
+                        raise _CappedBody.too_large(self.settings, request, status, self.options.max_response_bytes)
+                    return interpret(self.settings, request, status, _LazyHeaders(raw_headers), data)
+                response = answer
+            else:
+                client = self._get_client()
+                response = await client.send(
+                    client.build_request(request.method, request.path, **self.options.request_kwargs(request)),
+                    stream=True,
+                )
+            try:
+                body = _CappedBody(self.settings, request, response, self.options.max_response_bytes)
+                async for chunk in response.aiter_bytes():
                     body.add(chunk)
-                return body.interpret()
+            finally:
+                await response.aclose()
+            return body.interpret()
         except httpx.HTTPError as exc:
             raise _transport_error(self.settings, request, exc) from None

@@ -1,0 +1,556 @@
+"""A lean HTTP/1.1 transport for httpx on asyncio: what the triggerer's polls ride on.
+
+Why it exists: on the triggerer one event loop polls thousands of runs, and every poll is one small GET. httpx's
+default transport (httpcore over anyio, h11 in pure Python) costs about 0.8 ms of CPU per request on the
+benchmark machine, several times the request itself; its connection pool does O(connections x waiting requests)
+bookkeeping per request, so one pool shared by many triggers collapses. This transport keeps httpx as the API
+(it is an :class:`httpx.AsyncBaseTransport`: it takes an :class:`httpx.Request` and returns an
+:class:`httpx.Response` whose body streams, raising httpx's exceptions) and does the wire work with an
+:class:`asyncio.Protocol` and the ``httptools`` C parser (which ships with uvicorn, hence with Airflow).
+When ``httptools`` is missing, :data:`AVAILABLE` is False and the clients use httpx's own transport.
+
+Behaviour:
+
+- HTTP/1.1 keep-alive, one request per connection at a time, ``http`` and ``https`` (a given
+  :class:`ssl.SSLContext`, SNI and hostname checks by :mod:`ssl`); no proxies, no HTTP/2, no redirects (the
+  caller sees 3xx answers as they are);
+- the pool per origin is O(1) per request: a LIFO of idle connections, a FIFO of waiters, at most
+  ``max_connections``; connections are opened on demand, so a pool shared by every trigger of a loop holds as
+  many connections as there are requests in flight, not one per trigger;
+- httpx's timeouts from ``request.extensions["timeout"]``: ``connect`` (TCP + TLS), ``read`` (between two
+  arrivals of bytes), ``write`` (a blocked send), ``pool`` (waiting for a free connection); each raises the
+  httpx exception of that name and discards the connection;
+- a reused connection the server closed while idle is detected when it closes (``connection_lost``), and a GET
+  that finds its reused connection closed before any byte of answer is re-sent once on a new connection
+  (the usual keep-alive race); any other request sees :class:`httpx.RemoteProtocolError`;
+- the body streams: reading pauses above 256 KiB buffered, so a caller that enforces a size cap stops a large
+  body before memory is spent on it; a body not read to its end closes the connection;
+- idle connections older than ``keepalive_expiry`` are closed instead of reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+try:
+    import httptools  # type: ignore[import-untyped,unused-ignore]
+except ImportError:  # pragma: no cover - httptools comes with uvicorn[standard], i.e. with Airflow
+    httptools = None  # type: ignore[assignment]
+
+#: Whether the lean transport can be used (``httptools`` importable).
+AVAILABLE = httptools is not None
+
+_READ_HIGH_WATER = 256 * 1024
+_MAX_HEAD_BYTES = 256 * 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_EXTENSIONS = {"http_version": b"HTTP/1.1"}
+#: Lever: return answers that arrived whole with their head without streaming them (see exchange).
+EAGER_SMALL_BODIES = True
+#: How often pending read deadlines are checked: a read timeout fires up to this late.
+WATCHDOG_PERIOD = 0.1
+
+
+def _closed() -> httpx.RemoteProtocolError:
+    return httpx.RemoteProtocolError("Server disconnected without sending a complete response.")
+
+
+class _Stale(Exception):
+    """A reused connection turned out closed before any byte of the answer arrived."""
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection. Parser callbacks fill the current response; one waiter wakes the reader."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, watchdog: _Watchdog) -> None:
+        self.loop = loop
+        self.watchdog = watchdog
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self.reused = False
+        # current exchange
+        self.busy = False
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.head_bytes = 0
+        self.received = False
+        self.head_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.paused_reading = False
+        self.write_waiter: asyncio.Future[None] | None = None
+        self.write_paused = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy:  # bytes nobody asked for (a 408 before an idle close, garbage): unusable
+            self.close()
+            return
+        self.received = True
+        if not self.head_done:
+            self.head_bytes += len(data)
+            if self.head_bytes > _MAX_HEAD_BYTES:
+                self._fail(httpx.RemoteProtocolError(f"response head larger than {_MAX_HEAD_BYTES} bytes"))
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(httpx.RemoteProtocolError("unexpected protocol upgrade"))
+        except httptools.HttpParserError as exc:
+            self._fail(httpx.RemoteProtocolError(f"invalid HTTP response: {exc}"))
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.busy and not self.complete and self.error is None:
+            if self.head_done and self._close_delimited():
+                self.complete, self.keep_alive = True, False  # a body delimited by the close itself
+            elif not self.received and self.reused:
+                self.error = _Stale()
+            else:
+                self.error = _closed() if exc is None else httpx.ReadError(f"{type(exc).__name__}: {exc}")
+        self._wake()
+        writer, self.write_waiter = self.write_waiter, None
+        if writer is not None and not writer.done():
+            writer.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        writer, self.write_waiter = self.write_waiter, None
+        if writer is not None and not writer.done():
+            writer.set_result(None)
+
+    # -- httptools callbacks ---------------------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        if self.status >= 200:
+            self.head_done = True
+            self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > _READ_HIGH_WATER and not self.paused_reading and self.transport is not None:
+            self.paused_reading = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.status < 200:  # 1xx informational: the real answer follows
+            self.headers = []
+            self.head_bytes = 0
+            return
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()
+        self._wake()
+
+    # -- used by the transport -------------------------------------------------------------------------------
+    def _close_delimited(self) -> bool:
+        for name, value in self.headers:
+            lowered = name.lower()
+            if lowered == b"content-length" or (lowered == b"transfer-encoding" and b"chunked" in value.lower()):
+                return False
+        return True
+
+    def _wake(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, error: BaseException) -> None:
+        self.error = error
+        self._wake()
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def reset(self) -> None:
+        self.busy = True
+        self.status = 0
+        self.headers = []
+        self.chunks.clear()
+        self.buffered = self.head_bytes = 0
+        self.received = self.head_done = self.complete = self.keep_alive = False
+        self.error = None
+
+    async def write(self, data: bytes, timeout: float | None) -> None:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise _Stale() if self.reused else _closed()
+        self.transport.write(data)
+        if self.write_paused:
+            self.write_waiter = self.loop.create_future()
+            await self._wait(self.write_waiter, timeout, httpx.WriteTimeout)
+            if self.closed and not self.complete:
+                raise self.error or httpx.WriteError("connection closed while sending the request")
+
+    async def wait(self, timeout: float | None) -> None:
+        """Wait for the next parser event (head, body bytes, end, error), at most ``timeout`` seconds.
+
+        The read timeout is a deadline the transport's watchdog checks, not a timer per wait: a cancelled
+        timer stays in the loop's heap until cleaned up, and one per poll, living as long as the sleeping
+        triggers' timers, is garbage the collector's oldest generation keeps having to walk.
+        """
+        waiter = self.waiter = self.loop.create_future()
+        if timeout is None:
+            await waiter
+            return
+        self.watchdog.watch(self, self.loop.time() + timeout)
+        try:
+            await waiter
+        finally:
+            self.watchdog.unwatch(self)
+
+    def read_timed_out(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(httpx.ReadTimeout("timed out"))
+
+    async def _wait(
+        self, future: asyncio.Future[None], timeout: float | None, kind: type[httpx.TimeoutException]
+    ) -> None:
+        if timeout is None:
+            await future
+            return
+        timer = self.loop.call_later(timeout, _expire, future, kind)
+        try:
+            await future
+        finally:
+            timer.cancel()
+
+    def take(self) -> bytes:
+        if not self.chunks:
+            return b""
+        data = self.chunks.popleft() if len(self.chunks) == 1 else b"".join(self.chunks)
+        self.chunks.clear()
+        self.buffered = 0
+        if self.paused_reading and self.transport is not None and not self.closed:
+            self.paused_reading = False
+            self.transport.resume_reading()
+        return data
+
+
+class _Watchdog:
+    """Read deadlines of the connections of one transport, checked by one timer every :data:`WATCHDOG_PERIOD`
+    seconds while any is pending (so a read timeout fires up to that much late)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.deadlines: dict[_Connection, float] = {}
+        self.handle: asyncio.TimerHandle | None = None
+
+    def watch(self, conn: _Connection, deadline: float) -> None:
+        self.deadlines[conn] = deadline
+        if self.handle is None:
+            self.handle = self.loop.call_later(WATCHDOG_PERIOD, self.check)
+
+    def unwatch(self, conn: _Connection) -> None:
+        self.deadlines.pop(conn, None)
+
+    def check(self) -> None:
+        self.handle = None
+        now = self.loop.time()
+        for conn in [c for c, deadline in self.deadlines.items() if deadline <= now]:
+            del self.deadlines[conn]
+            conn.read_timed_out()
+        if self.deadlines:
+            self.handle = self.loop.call_later(WATCHDOG_PERIOD, self.check)
+
+
+def _expire(future: asyncio.Future[None], kind: type[httpx.TimeoutException]) -> None:
+    if not future.done():
+        future.set_exception(kind("timed out"))
+
+
+class _Pool:
+    """Connections to one origin: idle ones reused last-in first-out, waiters served first-in first-out."""
+
+    def __init__(self, transport: LeanTransport, scheme: str, host: str, port: int) -> None:
+        self.owner = transport
+        self.scheme, self.host, self.port = scheme, host, port
+        self.idle: list[_Connection] = []
+        self.count = 0
+        self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
+
+    async def acquire(self, loop: asyncio.AbstractEventLoop, timeouts: dict[str, Any]) -> _Connection:
+        now = loop.time()
+        expiry = self.owner.keepalive_expiry
+        while self.idle:
+            conn = self.idle.pop()
+            if conn.closed or now - conn.idle_since > expiry:
+                conn.close()
+                self.count -= 1
+                continue
+            conn.reused = True
+            return conn
+        if self.count >= self.owner.max_connections:
+            handed = await self._wait_turn(loop, timeouts.get("pool"))
+            if handed is not None:
+                handed.reused = True
+                return handed
+        self.count += 1
+        try:
+            return await self._connect(loop, timeouts.get("connect"))
+        except BaseException:
+            self.count -= 1
+            self._wake_one(None)
+            raise
+
+    async def _wait_turn(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> _Connection | None:
+        waiter: asyncio.Future[_Connection | None] = loop.create_future()
+        self.waiters.append(waiter)
+        timer = None if timeout is None else loop.call_later(timeout, _expire_pool, waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                conn = waiter.result()  # handed over just as we were cancelled: pass it on
+                if conn is not None:
+                    self.release(conn, reusable=True)
+                else:
+                    self._wake_one(None)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> _Connection:
+        tls = self.owner.ssl_context if self.scheme == "https" else None
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Connection(loop, self.owner.watchdog(loop)),
+                    self.host,
+                    self.port,
+                    ssl=tls,
+                    server_hostname=self.host if tls is not None else None,
+                    ssl_handshake_timeout=timeout if tls is not None else None,
+                ),
+                timeout,
+            )
+        except asyncio.TimeoutError:
+            raise httpx.ConnectTimeout(f"connecting to {self.host}:{self.port} timed out") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from None
+        return conn
+
+    def release(self, conn: _Connection, reusable: bool) -> None:
+        conn.busy = False
+        if reusable and not conn.closed:
+            conn.idle_since = conn.loop.time()
+            if self._wake_one(conn):
+                return
+            self.idle.append(conn)
+            return
+        conn.close()
+        self.count -= 1
+        self._wake_one(None)
+
+    def _wake_one(self, conn: _Connection | None) -> bool:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)  # a connection, or None: open one in the slot just freed
+                return True
+        return False
+
+    def close_idle(self) -> None:
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
+            self.count -= 1
+
+
+def _expire_pool(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(httpx.PoolTimeout("timed out waiting for a free connection"))
+
+
+class _ResponseBody(httpx.AsyncByteStream):
+    def __init__(self, pool: _Pool, conn: _Connection, read_timeout: float | None) -> None:
+        self.pool, self.conn, self.read_timeout = pool, conn, read_timeout
+        self.released = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        conn = self.conn
+        while True:
+            data = conn.take()
+            if data:
+                yield data
+                continue
+            if conn.complete:
+                return
+            if conn.error is not None:
+                raise conn.error if not isinstance(conn.error, _Stale) else _closed()
+            try:
+                await conn.wait(self.read_timeout)
+            except BaseException:
+                conn.abort()
+                raise
+
+    async def aclose(self) -> None:
+        if not self.released:
+            self.released = True
+            conn = self.conn
+            clean = conn.complete and conn.keep_alive and not conn.chunks and conn.error is None
+            self.pool.release(conn, reusable=clean)
+
+
+class LeanTransport(httpx.AsyncBaseTransport):
+    """An :class:`httpx.AsyncBaseTransport` over asyncio + httptools (see the module docstring).
+
+    ``max_connections`` bounds the connections per origin (requests beyond it wait, up to the pool timeout).
+    Use one instance per event loop: connections belong to the loop that opened them.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = 256,
+        keepalive_expiry: float = 60.0,
+    ) -> None:
+        if not AVAILABLE:  # pragma: no cover
+            raise RuntimeError("LeanTransport needs httptools")
+        self.ssl_context = ssl_context
+        self.max_connections = max_connections
+        self.keepalive_expiry = keepalive_expiry
+        self._pools: dict[tuple[str, str, int], _Pool] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: _Watchdog | None = None
+
+    def watchdog(self, loop: asyncio.AbstractEventLoop) -> _Watchdog:
+        if self._watchdog is None:
+            self._watchdog = _Watchdog(loop)
+        return self._watchdog
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        answer = await self.exchange(request)
+        if isinstance(answer, httpx.Response):
+            return answer
+        status, headers, body = answer
+        return httpx.Response(
+            status_code=status, headers=headers, stream=httpx.ByteStream(body), extensions=_EXTENSIONS, request=request
+        )
+
+    async def exchange(self, request: httpx.Request) -> httpx.Response | tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Send ``request``; the answer as ``(status, raw headers, body)`` when it arrived whole with its head
+        and without a content-encoding (a poll's small JSON: nothing to stream, nothing to decompress before
+        the caller's size cap sees it, and the connection is back in the pool already), else a streaming
+        :class:`httpx.Response`. :meth:`handle_async_request` is the httpx interface over this."""
+        timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
+        return await self.exchange_prepared(await prepare(request), timeouts, request)
+
+    async def exchange_prepared(
+        self, prepared: Prepared, timeouts: dict[str, Any], request: httpx.Request | None = None
+    ) -> httpx.Response | tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """:meth:`exchange` for a request already :func:`prepare`-d (a poll re-sends the same bytes)."""
+        data, key, resend = prepared
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError("a LeanTransport is bound to the event loop that first used it")
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _Pool(self, *key)
+        read_timeout = timeouts.get("read")
+        for attempt in (1, 2):
+            conn = await pool.acquire(loop, timeouts)
+            conn.reset()
+            try:
+                await conn.write(data, timeouts.get("write"))
+                while not conn.head_done:
+                    if conn.error is not None:
+                        raise conn.error
+                    await conn.wait(read_timeout)
+            except _Stale:
+                pool.release(conn, reusable=False)
+                if attempt == 1 and resend:
+                    continue  # the keep-alive race: the server closed the idle connection as we reused it
+                raise _closed() from None
+            except BaseException:
+                conn.abort()
+                pool.release(conn, reusable=False)
+                raise
+            break
+        if conn.complete and EAGER_SMALL_BODIES and not _encoded(conn.headers):
+            body = conn.take()
+            pool.release(conn, reusable=conn.keep_alive)
+            return conn.status, conn.headers, body
+        return httpx.Response(
+            status_code=conn.status,
+            headers=conn.headers,
+            stream=_ResponseBody(pool, conn, read_timeout),
+            extensions=_EXTENSIONS,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            pool.close_idle()
+
+
+def _encoded(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name.lower() == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            return True
+    return False
+
+
+#: A request ready for the wire: its bytes, its origin (scheme, host, port), and whether it may be sent again
+#: when a reused connection turns out closed before any answer (GETs only).
+Prepared = tuple[bytes, tuple[str, str, int], bool]
+
+
+async def prepare(request: httpx.Request) -> Prepared:
+    """``request`` as bytes for the wire, with its origin. A bodiless GET's are kept in its extensions, so a
+    request sent again (every poll) is prepared once."""
+    cached = request.extensions.get("runwatch_wire")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    url = request.url
+    scheme = url.scheme
+    if scheme not in _DEFAULT_PORTS:
+        raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
+    key = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
+    parts = [request.method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\n"]
+    for name, value in request.headers.raw:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    body = request.content if isinstance(request.stream, httpx.ByteStream) else await request.aread()
+    prepared = (b"".join(parts) + body, key, request.method == "GET")
+    if request.method == "GET" and not body:
+        request.extensions["runwatch_wire"] = prepared
+    return prepared
