@@ -418,3 +418,27 @@ def test_operator_modules_stay_light() -> None:
             module = saved.get(f"airflow_provider_runwatch.{name}.gumloop")
             if module is not None:
                 package.gumloop = module  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"session": {"id": "sess_1", "state": "processing", "messages": [{"role": "user", "content": "x"}]}},
+        {"session": {"id": "sess_1", "state": "queued"}, "queue_position": 3},
+        {"session": {"id": "sess_1", "state": "completed", "messages": []}},
+        {"session": {"id": "sess_1", "state": "approval_required", "pending_approvals": []}},
+        {"session": {"id": "sess_1", "state": "brand_new_state"}},
+    ],
+)
+def test_session_poll_fast_path_agrees_with_the_full_parse(payload: dict) -> None:
+    from airflow_provider_runwatch.vendors.gumloop import GumloopSessionEnvelope, session_poll_status, session_status
+
+    assert session_poll_status(payload) == session_status(GumloopSessionEnvelope.model_validate(payload))
+
+
+def test_session_poll_fast_path_still_rejects_junk() -> None:
+    from airflow_provider_runwatch.core.errors import MalformedResponseError
+    from airflow_provider_runwatch.vendors.gumloop import session_poll_status
+
+    with pytest.raises(MalformedResponseError):
+        session_poll_status({"session": {"state": "processing"}})

@@ -629,6 +629,28 @@ def session_status(envelope: GumloopSessionEnvelope) -> RunStatus:
     )
 
 
+_SESSION_RUNNING_STATES = frozenset({"queued", "processing"})
+
+
+def session_poll_status(payload: Any) -> RunStatus:
+    """The trigger's per-poll parse. A session still queued or processing needs only its id, state and queue
+    position, so those are read without validating the whole session (messages, usage) with pydantic, the
+    bulk of the CPU of a poll; anything else (terminal, paused, odd shapes) goes through the full model."""
+    session = payload.get("session") if isinstance(payload, dict) else None
+    if isinstance(session, dict):
+        state, session_id = session.get("state"), session.get("id")
+        if state in _SESSION_RUNNING_STATES and isinstance(session_id, str):
+            position = payload.get("queue_position")
+            return RunStatus(
+                vendor=GUMLOOP.display_name,
+                run_id=session_id,
+                state=SESSION_STATES[state],
+                vendor_state=state,
+                queue_position=position if isinstance(position, int) else None,
+            )
+    return session_status(_model(GumloopSessionEnvelope, GET_SESSION)(payload))
+
+
 def session_summary(envelope: GumloopSessionEnvelope) -> RunSummary:
     session = envelope.session
     status = session_status(envelope)
@@ -783,7 +805,7 @@ class GumloopSessions(RunAdapter):
     cancel_supported = True
 
     def status_call(self, settings: ConnectionSettings, run_id: str) -> Call[RunStatus]:
-        return get_session(settings, run_id).map(session_status)
+        return Call(get_session(settings, run_id).request, session_poll_status)
 
     def result_call(self, settings: ConnectionSettings, run_id: str) -> Call[RunResult]:
         call = get_session(settings, run_id)
