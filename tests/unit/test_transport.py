@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
+import trustme
 
 from airflow_provider_runwatch.core import http as rw_http
 from airflow_provider_runwatch.core import transport as lean
@@ -82,9 +84,11 @@ class Server:
 
 
 @asynccontextmanager
-async def serve(reply: Callable[[bytes, int], bytes | None]) -> AsyncIterator[Server]:
+async def serve(
+    reply: Callable[[bytes, int], bytes | None], *, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[Server]:
     server = Server(reply)
-    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=tls)
     server.port = listener.sockets[0].getsockname()[1]
     try:
         yield server
@@ -338,3 +342,67 @@ async def test_httpx_transport_when_lean_is_off(monkeypatch: pytest.MonkeyPatch)
     async with serve(lambda request, n: ok()) as server, client_for(server) as client:
         assert isinstance(client._get_transport(), httpx.AsyncHTTPTransport)
         assert (await client.send(GET))["status"] == "running"
+
+
+# -- TLS: every vendor is https in production --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def tls_server(ca: trustme.CA, hostname: str = "localhost") -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(hostname).configure_cert(context)
+    return context
+
+
+def https_client(server: Server, monkeypatch: pytest.MonkeyPatch, trusted: ssl.SSLContext | None) -> AsyncApiClient:
+    """A client of ``https://localhost:<port>``; ``trusted`` replaces the process-wide TLS context (None keeps the
+    real one, certifi's roots, which do not know the test CA)."""
+    if trusted is not None:
+        monkeypatch.setattr(rw_http, "shared_ssl_context", lambda: trusted)
+    settings = ConnectionSettings(
+        vendor=PUFFLE, conn_id="p", base_url=f"https://localhost:{server.port}", api_key="pk_tls_secret"
+    )
+    return AsyncApiClient(settings, ClientOptions(headers={"Authorization": "Bearer pk_tls_secret"}, retry=NO_RETRY))
+
+
+async def test_https_polls_verify_the_server_and_reuse_one_tls_connection(
+    tls_ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trusted = ssl.create_default_context()
+    tls_ca.configure_trust(trusted)
+    async with serve(lambda request, n: ok(), tls=tls_server(tls_ca)) as server:
+        async with https_client(server, monkeypatch, trusted) as client:
+            assert isinstance(client._get_transport(), lean.LeanTransport)
+            for _ in range(3):
+                assert (await client.send(GET))["status"] == "running"
+        assert server.connections == 1, "one TLS handshake, then keep-alive"
+        assert server.requests[0].startswith(b"GET /api/agent/chat/run_1 HTTP/1.1\r\n")
+        assert b"Host: localhost:" in server.requests[0]
+
+
+@pytest.mark.parametrize(
+    ("certificate_for", "trust_test_ca", "reason"),
+    [
+        ("localhost", False, "CERTIFICATE_VERIFY_FAILED"),  # a CA the process does not trust
+        ("vendor.example", True, "Hostname mismatch"),  # a trusted CA, but a certificate for another host
+    ],
+)
+async def test_an_unverified_server_never_sees_the_request_or_the_key(
+    tls_ca: trustme.CA, monkeypatch: pytest.MonkeyPatch, certificate_for: str, trust_test_ca: bool, reason: str
+) -> None:
+    trusted: ssl.SSLContext | None = None
+    if trust_test_ca:
+        trusted = ssl.create_default_context()
+        tls_ca.configure_trust(trusted)
+    async with serve(lambda request, n: ok(), tls=tls_server(tls_ca, certificate_for)) as server:
+        async with https_client(server, monkeypatch, trusted) as client:
+            with pytest.raises(TransportError, match="ConnectError") as info:
+                await client.send(GET)
+        assert reason in str(info.value)
+        assert info.value.reached_server is False, "a failed handshake is a connect failure: safe to retry a start"
+        assert server.requests == [], "nothing, the API key included, was sent to an unverified server"
+        assert "pk_tls_secret" not in str(info.value)
