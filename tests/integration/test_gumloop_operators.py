@@ -177,13 +177,22 @@ def test_agent_operator_defers_with_its_identity_override(secret_connections: di
     assert op.adapter.validate_run_id(info.value.kwargs["run_id"])
 
 
-def test_flow_operator_pushes_run_url_before_waiting(secret_connections: dict[str, str]) -> None:
-    ctx = context("manual__flow")
+def test_flow_operator_pushes_run_url_before_waiting_and_again_on_a_reattaching_retry(
+    secret_connections: dict[str, str], runwatch_emulator: EmulatorServer
+) -> None:
+    store = FakeStore()
+    ctx = context("manual__flow", store)
     op = GumloopFlowOperator(
         task_id="flow", flow_id="flow_ops", inputs={"q": "x [emulator: polls=never]"}, deferrable=True
     )
     run_id = deferred_run_id(op, ctx)
-    assert ctx["ti"].xcoms["run_url"] == f"https://www.gumloop.com/pipeline?run_id={run_id}&workbook_id=flow_ops"
+    url = f"https://www.gumloop.com/pipeline?run_id={run_id}&workbook_id=flow_ops"
+    assert ctx["ti"].xcoms["run_url"] == url
+    # A retry starts with its XCom cleared; Gumloop gave the URL only at the start: it comes from the store.
+    retry = context("manual__flow", store)
+    assert deferred_run_id(op, retry) == run_id
+    assert retry["ti"].xcoms["run_url"] == url
+    assert len(runwatch_emulator.requests(method="POST", path_prefix="/api/v1/start_pipeline", run_id=run_id)) == 1
     GumloopHook().kill_pipeline(run_id)
 
 

@@ -28,8 +28,13 @@ if TYPE_CHECKING:
 
 #: task_state_store key holding the id of the run this task instance started (Airflow >= 3.3).
 STATE_KEY = "runwatch_run_id"
-#: How long before ``execution_timeout`` the trigger gives up, so the task can still cancel the run.
+#: task_state_store key holding ``{"run_id", "url"}`` when the vendor gave a run URL at the start only (Gumloop
+#: flows): a retry starts with its XCom cleared, so without it a reattached run would lose its link.
+STATE_URL_KEY = "runwatch_run_url"
+#: How long before ``execution_timeout`` the wait gives up, so the task can still cancel the run and say why...
 EXECUTION_TIMEOUT_MARGIN = 5.0
+#: ... but never more than this share of ``execution_timeout``: a 4 s limit must still leave time to poll.
+EXECUTION_TIMEOUT_MARGIN_SHARE = 0.2
 
 
 class RunFailedError(RunwatchError):
@@ -111,7 +116,9 @@ class RunTaskMixin:
         """Absolute deadline from ``timeout`` and ``execution_timeout``, whichever comes first.
 
         Airflow does not apply ``execution_timeout`` to a deferred task, so the trigger enforces it,
-        a few seconds early, so that the task still gets to cancel the run and say why it failed.
+        a little early (5 s, or a fifth of a short limit), so that the task still gets to cancel the run
+        and say why it failed. In blocking mode the same early deadline gives the same clear failure;
+        Airflow's own timeout (and ``on_kill``) remains the backstop when a poll hangs.
         """
         candidates = []
         if timeout is not None:
@@ -120,7 +127,9 @@ class RunTaskMixin:
             ti = context.get("ti")
             start = getattr(ti, "start_date", None)
             begun = start.timestamp() if start is not None else time.time()
-            candidates.append(begun + self.execution_timeout.total_seconds() - EXECUTION_TIMEOUT_MARGIN)
+            limit = self.execution_timeout.total_seconds()
+            margin = min(EXECUTION_TIMEOUT_MARGIN, limit * EXECUTION_TIMEOUT_MARGIN_SHARE)
+            candidates.append(begun + limit - margin)
         return min(candidates) if candidates else None
 
     def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
@@ -333,7 +342,8 @@ class RunOperator(RunTaskMixin, BaseOperator):
                     self.what(previous),
                     status.state.value,
                 )
-                self.remember(context, StartedRun(previous, self.adapter.run_url(self.hook.settings, previous)), store)
+                url = _stored_url(store, previous) or self.adapter.run_url(self.hook.settings, previous)
+                self.remember(context, StartedRun(previous, url), store)
                 return previous, status
         elif self.reattach and store is None and (context.get("ti") is not None) and _try_number(context) > 1:
             self.log.warning("task_state_store needs Airflow >= 3.3: this retry cannot reattach and starts a new run")
@@ -359,6 +369,8 @@ class RunOperator(RunTaskMixin, BaseOperator):
             ti.xcom_push(key="run_url", value=started.url)
         if store is not None:
             store.set(STATE_KEY, started.run_id)
+            if started.url:
+                store.set(STATE_URL_KEY, {"run_id": started.run_id, "url": started.url})
 
     def succeed(self, context: Context, result: RunResult) -> Any:
         answer = super().succeed(context, result)
@@ -366,6 +378,7 @@ class RunOperator(RunTaskMixin, BaseOperator):
         if store is not None:
             # Nothing left to reattach to: a later clear of this task must start a fresh run.
             store.delete(STATE_KEY)
+            store.delete(STATE_URL_KEY)
         return answer
 
     def _event_from(self, status: RunStatus) -> RunEvent:
@@ -382,13 +395,23 @@ class RunOperator(RunTaskMixin, BaseOperator):
         )
 
     def on_kill(self) -> None:
-        """Blocking path (and execution_timeout): cancel the remote run where the vendor can."""
+        """Blocking path (SIGTERM, or ``execution_timeout`` firing while a poll hangs): cancel the remote run
+        where the vendor can, else say once, with its id, that it goes on. Bounded in time, never raises."""
         if self._run_id is None:
             return
         if not self.cancel_on_kill:
             self.log.info("cancel_on_kill is off: %s keeps running", self.what(self._run_id))
             return
+        self.log.warning("Task killed while %s was still going", self.what(self._run_id))
         self.hook.cancel(self.adapter, self._run_id)
+
+
+def _stored_url(store: Any, run_id: str) -> str | None:
+    """The run URL an earlier try recorded for ``run_id`` (not for another run of this task instance)."""
+    value = store.get(STATE_URL_KEY) if store is not None else None
+    if isinstance(value, dict) and value.get("run_id") == run_id and isinstance(value.get("url"), str):
+        return str(value["url"])
+    return None
 
 
 def _try_number(context: Context) -> int:
