@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -122,27 +121,3 @@ async def test_run_of_another_key_ends_at_once_with_a_hint(runwatch_emulator: Em
     event = await first_event(trigger(run_id))
     assert event["status"] == "error"
     assert "not found (HTTP 404)" in event["message"]
-
-
-async def test_deadline_survives_recreation_from_serialized_kwargs() -> None:
-    run_id = start("[emulator: polls=never]")
-    deadline = time.time() + 1.5
-    first = trigger(run_id, deadline=deadline, poll_interval=0.3)
-    task = asyncio.ensure_future(anext(first.run()))
-    await asyncio.sleep(0.6)
-    task.cancel()  # the triggerer dies ...
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    event = await first_event(rehydrate(first))  # ... and a new one rebuilds the trigger from the DB
-    assert event["status"] == "timeout"
-    assert event["deadline"] == pytest.approx(deadline)
-    assert deadline <= time.time() < deadline + 0.6
-
-
-async def test_on_kill_says_the_run_goes_on(capfd: pytest.CaptureFixture[str]) -> None:
-    run_id = str(uuid.uuid4())
-    await trigger(run_id).on_kill()
-    assert (
-        f"GloriaMundo has no API to cancel a workflow run: workflow run {run_id} keeps running"
-        in capfd.readouterr().out
-    )

@@ -133,24 +133,6 @@ async def test_cancelled_session_that_still_reads_running_is_not_success(
     assert len(reads) >= 3, "it read 'processing' after the cancel, and waited"
 
 
-async def test_on_kill_without_cancel_leaves_the_session(
-    secret_connections: dict[str, str], runwatch_emulator: EmulatorServer
-) -> None:
-    run_id = session("keep going [emulator: polls=never]")
-    await GumloopSessionTrigger(**options(run_id, cancel_on_kill=False)).on_kill()  # type: ignore[arg-type]
-    assert runwatch_emulator.run(run_id)["cancel_requested_at"] is None
-    GumloopHook().cancel_session(run_id)
-
-
-async def test_interactions_say_they_cannot_be_cancelled(
-    secret_connections: dict[str, str], capfd: pytest.CaptureFixture[str]
-) -> None:
-    await GumloopAgentTrigger(**options("abc123")).on_kill()  # type: ignore[arg-type]
-    assert "Gumloop has no API to cancel an agent interaction: agent interaction abc123 keeps running" in (
-        capfd.readouterr().out
-    )
-
-
 async def test_flow_trigger_success_failure_and_kill(
     secret_connections: dict[str, str], runwatch_emulator: EmulatorServer
 ) -> None:

@@ -94,30 +94,6 @@ async def test_missing_connection_is_an_event_not_a_traceback(monkeypatch: pytes
     assert "no_such_conn" in event["message"]
 
 
-async def test_deadline_survives_recreation_from_serialized_kwargs(secret_connections: dict[str, str]) -> None:
-    run_id = start("never [emulator: polls=never]")
-    deadline = time.time() + 2.0
-    first = trigger(run_id, deadline=deadline, poll_interval=0.3)
-    events = first.run()
-    task = asyncio.ensure_future(anext(events))
-    await asyncio.sleep(1.0)
-    task.cancel()  # the triggerer dies ...
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    event = await first_event(rehydrate(first))  # ... and a new one rebuilds the trigger from the DB
-    fired = time.time()
-    assert event["status"] == "timeout"
-    assert event["deadline"] == pytest.approx(deadline)
-    assert deadline <= fired < deadline + 0.5, "fires at the original deadline, not a fresh timeout"
-
-
-async def test_on_kill_says_puffle_cannot_cancel(
-    secret_connections: dict[str, str], capfd: pytest.CaptureFixture[str]
-) -> None:
-    await trigger("run_abc").on_kill()
-    assert "Puffle has no API to cancel a chat run: chat run run_abc keeps running" in capfd.readouterr().out
-
-
 async def test_many_triggers_never_block_the_loop(secret_connections: dict[str, str]) -> None:
     """200 triggers polling every second on one loop against a slow emulator (0.3 s per answer).
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import httpx
 from airflow.sdk import BaseHook
 
 from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec, settings_from_connection
@@ -27,6 +29,9 @@ T = TypeVar("T")
 
 #: A cancel must not hold up a kill or a failing task for long.
 CANCEL_TIMEOUT_SECONDS = 15.0
+#: Two attempts at most; with :data:`CANCEL_HTTP_TIMEOUT` a blocking cancel also ends within about 15 s.
+CANCEL_RETRY = RetryPolicy(max_attempts=2, max_delay=2.0)
+CANCEL_HTTP_TIMEOUT = httpx.Timeout(6.0, connect=3.0)
 
 
 class RunwatchHook(BaseHook):
@@ -120,36 +125,52 @@ class RunwatchHook(BaseHook):
         """Ask the vendor to cancel. Returns False (and logs why) when the vendor has no cancel.
 
         Never raises: it is called from kill paths and failure paths, where a second error would hide
-        the first. Failures are logged with the run id.
+        the first. Failures are logged with the run id. Bounded in time: a client of its own with short
+        timeouts (the task's client may be stuck in the very poll the kill interrupted), two attempts.
         """
-        call = adapter.cancel_call(self.settings, run_id)
-        if call is None:
+        if not adapter.cancel_supported:
             self._warn_no_cancel(adapter, run_id)
             return False
         try:
-            self.call(call, retry=RetryPolicy(max_attempts=2, max_delay=2.0))
-        except RunwatchError as exc:
-            self.log.error("Could not cancel %s %s %s: %s", self.vendor.display_name, adapter.noun, run_id, exc)
+            settings = self.settings
+            call = adapter.cancel_call(settings, run_id)
+            if call is None:
+                self._warn_no_cancel(adapter, run_id)
+                return False
+            with ApiClient(settings, replace(self.client_options(settings), timeout=CANCEL_HTTP_TIMEOUT)) as client:
+                client.call(call, retry=CANCEL_RETRY)
+        except Exception as exc:
+            self._cancel_failed(adapter, run_id, exc)
             return False
         self.log.info("Asked %s to cancel %s %s", self.vendor.display_name, adapter.noun, run_id)
         return True
 
     async def acancel(self, adapter: RunAdapter, run_id: str) -> bool:
-        """Asyncio twin of :meth:`cancel`, bounded in time, never raising."""
+        """Asyncio twin of :meth:`cancel`: bounded to :data:`CANCEL_TIMEOUT_SECONDS` as a whole (connection
+        lookup included), never raising."""
+        try:
+            return await asyncio.wait_for(self._acancel(adapter, run_id), CANCEL_TIMEOUT_SECONDS)
+        except Exception as exc:  # TimeoutError included; CancelledError (a BaseException) goes through
+            self._cancel_failed(adapter, run_id, exc)
+            return False
+
+    async def _acancel(self, adapter: RunAdapter, run_id: str) -> bool:
+        if not adapter.cancel_supported:  # say so even when the connection cannot be read
+            self._warn_no_cancel(adapter, run_id)
+            return False
         settings = await self.aget_settings()
         call = adapter.cancel_call(settings, run_id)
         if call is None:
             self._warn_no_cancel(adapter, run_id)
             return False
-        try:
-            await asyncio.wait_for(
-                self.acall(call, retry=RetryPolicy(max_attempts=2, max_delay=2.0)), CANCEL_TIMEOUT_SECONDS
-            )
-        except (RunwatchError, asyncio.TimeoutError) as exc:
-            self.log.error("Could not cancel %s %s %s: %r", self.vendor.display_name, adapter.noun, run_id, exc)
-            return False
+        await self.acall(call, retry=CANCEL_RETRY)
         self.log.info("Asked %s to cancel %s %s", self.vendor.display_name, adapter.noun, run_id)
         return True
+
+    def _cancel_failed(self, adapter: RunAdapter, run_id: str, exc: BaseException) -> None:
+        what = str(exc) if isinstance(exc, RunwatchError) else f"{type(exc).__name__}: {exc}".rstrip(": ")
+        vendor = self.vendor.display_name
+        self.log.error("Could not cancel %s %s %s (%s); it may still be running", vendor, adapter.noun, run_id, what)
 
     def _warn_no_cancel(self, adapter: RunAdapter, run_id: str) -> None:
         self.log.warning(
