@@ -9,11 +9,36 @@ import pytest
 
 from airflow_provider_runwatch.core.errors import ConfigurationError
 from airflow_provider_runwatch.operators.base import RunFailedError
+from airflow_provider_runwatch.operators.gloriamundo import GloriaMundoWorkflowOperator
+from airflow_provider_runwatch.operators.gumloop import (
+    GumloopAgentOperator,
+    GumloopFlowOperator,
+    GumloopSessionOperator,
+)
 from airflow_provider_runwatch.operators.puffle import PuffleAgentChatOperator
+from airflow_provider_runwatch.sensors.gloriamundo import GloriaMundoRunSensor
+from airflow_provider_runwatch.sensors.gumloop import GumloopAgentSensor, GumloopFlowSensor, GumloopSessionSensor
+from airflow_provider_runwatch.sensors.puffle import PuffleChatRunSensor
 
 
 def op(**kw: Any) -> PuffleAgentChatOperator:
     return PuffleAgentChatOperator(task_id="t", message="hi", **kw)
+
+
+#: Every operator and sensor class that defers, with its required arguments, a run id of the right shape, and
+#: the name its messages give a run.
+RESUMABLE: list[tuple[type[Any], dict[str, Any], str, str]] = [
+    (PuffleAgentChatOperator, {"message": "hi"}, "run_1", "Puffle chat run"),
+    (GumloopAgentOperator, {"agent_id": "g", "message": "hi"}, "i_1", "Gumloop agent interaction"),
+    (GumloopSessionOperator, {"agent_id": "a", "input": "hi"}, "sess_1", "Gumloop session"),
+    (GumloopFlowOperator, {"flow_id": "f"}, "r_1", "Gumloop flow run"),
+    (GloriaMundoWorkflowOperator, {"workflow_id": "wf"}, "3f1c0d2e-run-1", "GloriaMundo workflow run"),
+    (PuffleChatRunSensor, {"run_id": "run_1"}, "run_1", "Puffle chat run"),
+    (GumloopAgentSensor, {"run_id": "i_1"}, "i_1", "Gumloop agent interaction"),
+    (GumloopSessionSensor, {"run_id": "sess_1"}, "sess_1", "Gumloop session"),
+    (GumloopFlowSensor, {"run_id": "r_1"}, "r_1", "Gumloop flow run"),
+    (GloriaMundoRunSensor, {"run_id": "3f1c0d2e-run-1"}, "3f1c0d2e-run-1", "GloriaMundo workflow run"),
+]
 
 
 @pytest.mark.parametrize(
@@ -21,17 +46,26 @@ def op(**kw: Any) -> PuffleAgentChatOperator:
     [
         (None, "resumed without a trigger event"),
         ("success", "trigger event must be a dict, got str"),
-        ({"status": "done", "vendor": "Puffle", "run_id": "run_1"}, "malformed trigger event (status:"),
-        ({"vendor": "Puffle", "run_id": "run_1"}, "malformed trigger event (status: Field required"),
-        ({"status": "success", "vendor": "Puffle", "run_id": "run_1", "x": 1}, "malformed trigger event (x:"),
-        ({"status": "success", "vendor": "Puffle", "run_id": "run_2"}, "is about run 'run_2', not the run this task"),
+        ({"status": "done", "vendor": "V", "run_id": "{run}"}, "malformed trigger event (status:"),
+        ({"vendor": "V", "run_id": "{run}"}, "malformed trigger event (status: Field required"),
+        ({"status": "success", "vendor": "V", "run_id": "{run}", "x": 1}, "malformed trigger event (x:"),
+        ({"status": "success", "vendor": "V", "run_id": "other_2"}, "is about run 'other_2', not the run this task"),
     ],
+    ids=["none", "not-a-dict", "unknown-status", "no-status", "extra-field", "another-run"],
 )
-def test_unexpected_events_are_clear_errors(event: Any, problem: str) -> None:
+@pytest.mark.parametrize(("cls", "kwargs", "run_id", "what"), RESUMABLE, ids=[c[0].__name__ for c in RESUMABLE])
+def test_unexpected_events_are_clear_errors(
+    cls: type[Any], kwargs: dict[str, Any], run_id: str, what: str, event: Any, problem: str
+) -> None:
+    if isinstance(event, dict):
+        event = {
+            key: value.replace("{run}", run_id) if isinstance(value, str) else value for key, value in event.items()
+        }
+    task = cls(task_id="t", **kwargs)
     with pytest.raises(RunFailedError) as info:
-        op().execute_complete(context={}, event=event, run_id="run_1")  # type: ignore[arg-type]
+        task.execute_complete(context={}, event=event, run_id=run_id)
     assert problem in str(info.value)
-    assert "Puffle chat run run_1" in str(info.value)
+    assert str(info.value).startswith(f"{what} {run_id}: ")
 
 
 def test_failure_event_is_one_line_with_what_to_do() -> None:
