@@ -43,7 +43,7 @@ def assert_deadline_failure(result: DagResult, emulator: EmulatorServer, kind: R
     """Failed with one line that says the run was still going and names it; cancelled where the vendor can."""
     run_id = _one_run(result, emulator, task_id)
     line = re.search(rf"{kind.what} {re.escape(run_id)} did not finish before the deadline: ([^\n]*)", result.output)
-    assert line, result.output[-3000:]
+    assert line, lines_about(result, run_id)
     # "last seen running (vendor state ...)", or "never seen" when the deadline passed before the trigger's
     # first poll (Airflow 3.1's `dags test` takes a few seconds to hand a deferred task to its trigger).
     seen = r"(last seen (queued|running) \(vendor state '[^']+'\)|never seen)"
@@ -60,6 +60,11 @@ def assert_deadline_failure(result: DagResult, emulator: EmulatorServer, kind: R
         assert line.group(1).endswith(f"{vendor} cannot cancel it: it may still finish."), line.group(0)
         assert cancels == []
         assert result.output.count(f"{kind.trigger_class.adapter.noun} {run_id} keeps running") == 1
+
+
+def lines_about(result: DagResult, run_id: str) -> str:
+    """The log lines that mention ``run_id``, for a failing assertion's message."""
+    return "\n".join(line[:300] for line in result.output.splitlines() if run_id in line)
 
 
 def _a(noun: str) -> str:
@@ -95,7 +100,7 @@ def test_execution_timeout_during_a_hung_poll_calls_on_kill(
     task_id = f"kill_{kind}_blocking"
     run_id = _one_run(result, runwatch_emulator, task_id)
     assert "AirflowTaskTimeout" in result.output
-    assert f"Task killed while {kind.what} {run_id} was still going" in result.output
+    assert f"Task killed while {kind.what} {run_id} was still going" in result.output, lines_about(result, run_id)
     # The kill came during the hung poll, not from the provider's own deadline.
     assert f"{kind.what} {run_id} did not finish before the deadline" not in result.output
     noun = kind.trigger_class.adapter.noun
