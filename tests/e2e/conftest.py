@@ -6,14 +6,20 @@ One session fixture, ``deployment``, starts in a throwaway AIRFLOW_HOME on sqlit
   :data:`SECRET_KEY`;
 - ``airflow api-server``, ``airflow scheduler`` (LocalExecutor, low parallelism), ``airflow dag-processor`` and
   ``airflow triggerer`` as separate processes, each in its own process group, logs under AIRFLOW_HOME;
-- DAGS_FOLDER = tests/e2e/dags.
+- DAGS_FOLDER = a copy of tests/e2e/dags/ and example_dags/ (the shipped examples run as users get them);
+  ``[scheduler] use_job_schedule = False``: only runs triggered through the REST API happen, even for the
+  examples' cron schedules;
+- ``[core] simple_auth_manager_all_admins = True``: the REST API and the UI (headless chromium) need no login,
+  the auth manager adds an admin token to every request.
 
 Why sqlite: Airflow 3 removed the SequentialExecutor and runs LocalExecutor on sqlite (``airflow standalone``
 does exactly that); scheduler, dag-processor, triggerer and api-server share the file under sqlite's WAL-less
 locking, which holds at the handful of concurrent tasks this suite runs. Postgres would add ~5 s of start-up and
 a system dependency for no path the suite needs.
 
-Teardown stops every process group (SIGTERM, then SIGKILL after 10 s), also from ``atexit`` if pytest dies.
+Every process the suite starts (Airflow components, the browser) goes through :meth:`Deployment.spawn`: its own
+process group, registered for teardown, which stops every group (SIGTERM, then SIGKILL after 10 s), also from
+``atexit`` if pytest dies.
 """
 
 from __future__ import annotations
@@ -43,8 +49,25 @@ from airflow_provider_runwatch.emulator.server import EmulatorServer
 SECRET_KEY = "pk_live_RUNWATCH_E2E_SECRET_9c41d07a"
 E2E_DAGS = Path(__file__).parent / "dags"
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_DAGS = ROOT / "example_dags"
 ARTIFACTS = ROOT / "test-artifacts"
 AIRFLOW = [sys.executable, "-m", "airflow"]
+
+#: How runs without a directive (the shipped examples') behave: done 12 s after their start, like a quick real
+#: agent run. Not the emulator's built-in "two polls": a trigger that fires within a few seconds of the deferral
+#: can lose a race in Airflow 3.3.2's scheduler (the worker's stale "success" for the deferral is read after the
+#: resume was queued, and the task is failed; apache/airflow#67287, #72716), which a loaded 2-core box hits.
+DEFAULT_SCENARIO = "seconds=12"
+#: The Login of the default Gumloop connection (``EmulatorServer.connection_env``).
+EMULATOR_USER = "emulator-user"
+#: Run kinds (as in the drill DAG) -> the path prefix of their start call at the emulator.
+START_PATHS = {
+    "puffle": "/api/agent/chat",
+    "gumloop_agent": "/api/v1/start_agent",
+    "gumloop_session": "/api/v1/agents/",
+    "gumloop_flow": "/api/v1/start_pipeline",
+    "gloriamundo": "/api/v1/workflows/",
+}
 
 _ALL_PROCS: list[subprocess.Popen[bytes]] = []
 
@@ -94,10 +117,15 @@ class Deployment:
         return self.home / f"{name}-{self.starts.get(name, 0)}.log"
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start an Airflow component (``airflow <args>``)."""
+        return self.spawn(name, [*AIRFLOW, *args])
+
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        """Start a process in its own process group, logging to AIRFLOW_HOME, stopped at teardown or exit."""
         self.starts[name] = self.starts.get(name, 0) + 1
         log = self.log_path(name).open("wb")
         proc = subprocess.Popen(
-            [*AIRFLOW, *args],
+            argv,
             env=self.env,
             cwd=self.home,
             stdout=log,
@@ -112,6 +140,9 @@ class Deployment:
 
     def start_triggerer(self) -> subprocess.Popen[bytes]:
         return self.start("triggerer", "triggerer", "--capacity", "50")
+
+    def stop(self, name: str) -> None:
+        _stop(self.procs.pop(name))
 
     def kill9(self, name: str) -> None:
         proc = self.procs[name]
@@ -137,11 +168,28 @@ class Deployment:
             r.raise_for_status()
             return str(r.json()["dag_run_id"])
 
-    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+    def set_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+        """What a user does with "Mark as failed/success": PATCH the task instance's state.
+
+        Retried on a 5xx: on sqlite a write can time out on the database lock under load, and a user would
+        simply click again (setting a state twice is harmless)."""
         with self.api() as c:
-            r = c.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+            for attempt in range(3):
+                r = c.patch(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", json={"new_state": state})
+                if r.status_code < 500 or attempt == 2:
+                    break
+                time.sleep(2)
+            assert r.status_code == 200, r.text
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        """Task instances by task id; a mapped one as ``task_id[map_index]``."""
+        with self.api() as c:
+            r = c.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 500})
             r.raise_for_status()
-            return {ti["task_id"]: ti for ti in r.json()["task_instances"]}
+            return {
+                ti["task_id"] if ti.get("map_index", -1) < 0 else f"{ti['task_id']}[{ti['map_index']}]": ti
+                for ti in r.json()["task_instances"]
+            }
 
     def wait_for(
         self, dag_id: str, run_id: str, *, timeout: float = 120, states: tuple[str, ...] = ("success", "failed")
@@ -171,21 +219,21 @@ class Deployment:
                 raise AssertionError(f"tasks not {state} after {timeout}s: {have}")
             time.sleep(0.5)
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
         with self.api() as c:
             r = c.get(
                 f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
-                params={"deserialize": True},
+                params={"deserialize": True, "map_index": map_index},
             )
             r.raise_for_status()
             return r.json()["value"]
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
         """The task's log as the UI shows it (worker and triggerer parts), one line per event."""
         with self.api() as c:
             r = c.get(
                 f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-                params={"full_content": True},
+                params={"full_content": True, "map_index": map_index},
                 headers={"Accept": "application/json"},
             )
             r.raise_for_status()
@@ -201,6 +249,45 @@ class Deployment:
 
     def tail(self, n: int = 3000) -> str:
         return "\n".join(f"--- {name}\n{self.logs(name)[-n:]}" for name in self.procs)
+
+    # -- the emulator, as the vendor sees it ------------------------------------------------------------------
+    def starts_of(self, kind: str, run_id: str) -> list[dict[str, Any]]:
+        """The start calls the emulator received for this run (a second one would be a duplicate run)."""
+        return [
+            r
+            for r in self.emulator.requests(method="POST", run_id=run_id)
+            if r["path"].startswith(START_PATHS[kind]) and not r["path"].endswith("/cancel")
+        ]
+
+    def vendor_answer(self, kind: str, run_id: str) -> Any:
+        """The final answer of a finished run read straight from the emulator's vendor API (not through the
+        provider): what the task's return value must equal."""
+        emu = self.emulator
+        headers = {"Authorization": f"Bearer {SECRET_KEY}", "x-auth-key": EMULATOR_USER}
+        user = {"user_id": EMULATOR_USER}
+        url, params, pick = {
+            "puffle": (f"{emu.puffle_url}/api/agent/chat/{run_id}", {}, lambda b: b["text"]),
+            "gumloop_agent": (f"{emu.gumloop_url}/agent_status/{run_id}", user, lambda b: b["response"]),
+            "gumloop_session": (f"{emu.gumloop_url}/sessions/{run_id}", {}, _last_assistant_text),
+            "gumloop_flow": (f"{emu.gumloop_url}/get_pl_run", {"run_id": run_id, **user}, lambda b: b["outputs"]),
+            "gloriamundo": (f"{emu.gloriamundo_url}/runs/{run_id}/status", {}, lambda b: b["result"]),
+        }[kind]
+        deadline = time.monotonic() + 60
+        while True:
+            r = httpx.get(url, params=params, headers=headers, timeout=30)
+            if r.status_code == 429 and time.monotonic() < deadline:  # GloriaMundo's per-key poll budget
+                time.sleep(float(r.headers.get("Retry-After") or 2))
+                continue
+            r.raise_for_status()
+            return pick(r.json())
+
+
+def _last_assistant_text(body: dict[str, Any]) -> str:
+    """A Gumloop session's answer: the text of its last assistant message (``content``, else its text parts)."""
+    message = [m for m in body["session"]["messages"] if m["role"] == "assistant"][-1]
+    if message.get("content"):
+        return str(message["content"])
+    return "".join(p["text"] for p in message["parts"] if p.get("type") == "text")
 
 
 def _wait_healthy(dep: Deployment, timeout: float = 120) -> None:
@@ -236,6 +323,19 @@ def _wait_dags(dep: Deployment, dag_ids: list[str], timeout: float = 90) -> None
 
 
 E2E_DAG_IDS = sorted(p.stem for p in E2E_DAGS.glob("e2e_*.py"))
+#: The shipped examples (each file defines one DAG named like the file).
+EXAMPLE_DAG_IDS = sorted(p.stem for p in EXAMPLE_DAGS.glob("example_*.py"))
+#: DAGs whose runs only need to succeed: triggered together, waited for together (see ``happy_runs``).
+HAPPY_DAG_IDS = [*EXAMPLE_DAG_IDS, "e2e_puffle_chat"]
+
+
+def _dags_folder(home: Path) -> Path:
+    """The e2e DAGs and the shipped examples side by side, as copies (a test never edits the source tree)."""
+    folder = home / "dags"
+    folder.mkdir()
+    for source in [*E2E_DAGS.glob("e2e_*.py"), *EXAMPLE_DAGS.glob("example_*.py")]:
+        shutil.copy(source, folder / source.name)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -247,7 +347,7 @@ def deployment() -> Iterator[Deployment]:
         # Trigger on_kill (drill b) and the task-log and health APIs asserted here are those of 3.3.
         pytest.skip(f"the e2e suite targets Airflow >= 3.3 (found {airflow_version})")
     home = Path(tempfile.mkdtemp(prefix="runwatch-e2e-home-"))
-    emulator = EmulatorServer(mode="process")
+    emulator = EmulatorServer(mode="process", scenario=DEFAULT_SCENARIO)
     emulator.start()
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}"
@@ -256,7 +356,9 @@ def deployment() -> Iterator[Deployment]:
     env.update(
         {
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(E2E_DAGS),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(_dags_folder(home)),
+            # Only REST-triggered runs: the examples' cron schedules must not add runs of their own.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "8",
@@ -270,7 +372,9 @@ def deployment() -> Iterator[Deployment]:
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API__SECRET_KEY": "runwatch-e2e-not-secret",
             "AIRFLOW__API_AUTH__JWT_SECRET": "runwatch-e2e-jwt-not-secret",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            # sqlite waits up to 5 s for a write lock by default; on 2 busy cores a burst of task starts, resumes
+            # and a user's PATCH can need longer (seen: "Database error" on a mark-failed).
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db?timeout=30",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
@@ -295,7 +399,7 @@ def deployment() -> Iterator[Deployment]:
         dep.start("dag-processor", "dag-processor")
         dep.start_triggerer()
         _wait_healthy(dep)
-        _wait_dags(dep, E2E_DAG_IDS)
+        _wait_dags(dep, [*E2E_DAG_IDS, *EXAMPLE_DAG_IDS])
         yield dep
     finally:
         for proc in reversed(list(dep.procs.values())):
@@ -313,3 +417,18 @@ def deployment() -> Iterator[Deployment]:
             for log in home.glob("*.log"):
                 shutil.copy(log, dest / log.name)
             shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def happy_started(deployment: Deployment) -> dict[str, str]:
+    """One REST-triggered run of every DAG in :data:`HAPPY_DAG_IDS`, all at once: ``{dag_id: dag_run_id}``.
+
+    The browser checks request this first, so these runs overlap with them (nothing in them is timed)."""
+    return {dag_id: deployment.trigger(dag_id) for dag_id in HAPPY_DAG_IDS}
+
+
+@pytest.fixture(scope="session")
+def happy_runs(deployment: Deployment, happy_started: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The runs of ``happy_started``, waited for to the end: ``{dag_id: dag_run}`` (the REST API's DAG run,
+    with its final ``state``)."""
+    return {dag_id: deployment.wait_for(dag_id, run_id, timeout=180) for dag_id, run_id in happy_started.items()}

@@ -10,9 +10,9 @@ from airflow_provider_runwatch.operators.puffle import PuffleAgentChatOperator
 with DAG("e2e_puffle_chat", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False) as dag:
     briefing = PuffleAgentChatOperator(
         task_id="morning_briefing",
-        message="Summarise overnight support tickets for {{ ds }} [emulator: queued=1 polls=3]",
+        message="Summarise overnight support tickets for {{ ds }} [emulator: queued=1 seconds=12]",
         deferrable=True,
-        poll_interval=0.5,
+        poll_interval=2,
         timeout=120,
     )
 

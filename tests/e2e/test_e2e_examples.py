@@ -1,0 +1,159 @@
+"""The shipped example DAGs (example_dags/) in a real deployment: triggered through the REST API (all at once,
+see ``happy_runs``), task states, XComs and logs read back through the REST API, and every answer compared with
+what the emulator itself answers for that run (read from its vendor API, not through the provider)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import EMULATOR_USER, EXAMPLE_DAG_IDS, SECRET_KEY, Deployment
+
+pytestmark = pytest.mark.e2e
+
+
+def _run(happy_runs: dict[str, dict[str, Any]], dag_id: str) -> str:
+    assert happy_runs[dag_id]["state"] == "success", happy_runs[dag_id]
+    return str(happy_runs[dag_id]["dag_run_id"])
+
+
+def _states(deployment: Deployment, dag_id: str, dag_run_id: str) -> dict[str, str]:
+    return {key: ti["state"] for key, ti in deployment.task_instances(dag_id, dag_run_id).items()}
+
+
+def test_every_example_dag_ran(happy_runs: dict[str, dict[str, Any]]) -> None:
+    assert EXAMPLE_DAG_IDS == [
+        "example_gloriamundo_batch",
+        "example_gumloop_agent_batch",
+        "example_gumloop_list_sessions",
+        "example_puffle_chat",
+    ]
+    assert {d: happy_runs[d]["state"] for d in EXAMPLE_DAG_IDS} == dict.fromkeys(EXAMPLE_DAG_IDS, "success")
+
+
+def test_puffle_chat(deployment: Deployment, happy_runs: dict[str, dict[str, Any]]) -> None:
+    dag_id = "example_puffle_chat"
+    dag_run_id = _run(happy_runs, dag_id)
+    assert _states(deployment, dag_id, dag_run_id) == dict.fromkeys(
+        ["morning_briefing", "wait_for_briefing", "publish"], "success"
+    )
+    run_id = deployment.xcom(dag_id, dag_run_id, "morning_briefing", "run_id")
+    answer = deployment.xcom(dag_id, dag_run_id, "morning_briefing")
+    assert answer == deployment.vendor_answer("puffle", run_id)
+    # The rendered message (the run's date) is the one the agent answered.
+    day = happy_runs[dag_id]["run_after"][:10]
+    message = deployment.task_instances(dag_id, dag_run_id)["morning_briefing"]["rendered_fields"]["message"]
+    assert day in message and answer.startswith(f"Summary for '{message}'"), (message, answer)
+    run = deployment.xcom(dag_id, dag_run_id, "morning_briefing", "run")
+    assert run["run_id"] == run_id and run["vendor"] == "Puffle" and run["tool_calls"]
+    assert deployment.xcom(dag_id, dag_run_id, "morning_briefing", "messages")[-1]["role"] == "assistant"
+    tools = ", ".join(run["tool_calls"])
+    assert deployment.xcom(dag_id, dag_run_id, "publish") == f"{answer[:200]} (run {run_id}, {tools})"
+    # One chat run; the sensor waited on that same run (it started nothing).
+    assert len(deployment.starts_of("puffle", run_id)) == 1
+    assert len(deployment.emulator.requests(vendor="puffle", method="POST", run_id=run_id)) == 1
+    sensor_log = deployment.task_log(dag_id, dag_run_id, "wait_for_briefing")
+    assert run_id in sensor_log
+
+
+def test_gumloop_agent_batch(deployment: Deployment, happy_runs: dict[str, dict[str, Any]]) -> None:
+    dag_id = "example_gumloop_agent_batch"
+    dag_run_id = _run(happy_runs, dag_id)
+    tis = deployment.task_instances(dag_id, dag_run_id)
+    mapped = sorted((ti for ti in tis.values() if ti["task_id"] == "review_account"), key=lambda ti: ti["map_index"])
+    assert len(mapped) == 4 and all(ti["state"] == "success" for ti in mapped), tis
+    rows = deployment.xcom(dag_id, dag_run_id, "load_answers")
+    assert len(rows) == len(mapped)
+    for ti, row in zip(mapped, rows, strict=True):
+        i = ti["map_index"]
+        session_id = deployment.xcom(dag_id, dag_run_id, "review_account", "run_id", map_index=i)
+        answer = deployment.xcom(dag_id, dag_run_id, "review_account", map_index=i)
+        assert answer == deployment.vendor_answer("gumloop_session", session_id)
+        prompt = ti["rendered_fields"]["input"]
+        assert answer.startswith(f"Summary for '{prompt}'"), (prompt, answer)
+        # The downstream task loaded each account's own answer, in mapping order.
+        assert row["answer"] == answer and row["account"] in prompt
+        assert len(deployment.starts_of("gumloop_session", session_id)) == 1
+
+
+def test_gloriamundo_batch(deployment: Deployment, happy_runs: dict[str, dict[str, Any]]) -> None:
+    dag_id = "example_gloriamundo_batch"
+    dag_run_id = _run(happy_runs, dag_id)
+    inputs = deployment.xcom(dag_id, dag_run_id, "accounts_to_refresh")
+    tis = deployment.task_instances(dag_id, dag_run_id)
+    assert [tis[f"refresh_account[{i}]"]["state"] for i in range(len(inputs))] == ["success"] * len(inputs)
+    cents = 0
+    for i, given in enumerate(inputs):
+        run_id = deployment.xcom(dag_id, dag_run_id, "refresh_account", "run_id", map_index=i)
+        result = deployment.xcom(dag_id, dag_run_id, "refresh_account", map_index=i)
+        assert result == deployment.vendor_answer("gloriamundo", run_id)
+        assert result["input"] == given and result["summary"].startswith(f"Processed '{given['account']}'")
+        run = deployment.xcom(dag_id, dag_run_id, "refresh_account", "run", map_index=i)
+        recorded = deployment.emulator.run(run_id)["data"]["cost_cents"]  # what the emulator billed
+        assert run["cost"]["cost_cents"] == recorded
+        cents += recorded
+        assert len(deployment.starts_of("gloriamundo", run_id)) == 1
+    total = deployment.xcom(dag_id, dag_run_id, "total_cost")
+    assert total["runs"] == len(inputs)
+    assert total["total_cost_cents"] == cents and total["total_cost_usd"] == f"${cents / 100:.2f}"
+
+
+def test_gloriamundo_task_log_tells_the_story_without_the_secret(
+    deployment: Deployment, happy_runs: dict[str, dict[str, Any]]
+) -> None:
+    """The log a user reads for one deferred workflow run: run id, state changes with progress, outcome."""
+    dag_id = "example_gloriamundo_batch"
+    dag_run_id = _run(happy_runs, dag_id)
+    run_id = deployment.xcom(dag_id, dag_run_id, "refresh_account", "run_id", map_index=0)
+    log = deployment.task_log(dag_id, dag_run_id, "refresh_account", map_index=0)
+    what = f"GloriaMundo workflow run {run_id}"
+    assert f"Started {what}" in log, log[-3000:]
+    assert f"Deferring: the triggerer polls {what}" in log
+    # Written by the trigger on the triggerer, shown in the same task log: each change once, with progress.
+    progress = [line for line in log.splitlines() if f"{what}: running (vendor state 'running'), step " in line]
+    assert progress, log[-3000:]
+    assert len(progress) == len(set(progress))
+    assert f"{what}: succeeded (vendor state 'completed'), step 5/5 Deliver results, 100%" in log, log[-3000:]
+    assert f"{what} succeeded" in log
+    assert SECRET_KEY not in log
+
+
+def test_gumloop_list_sessions(deployment: Deployment, happy_runs: dict[str, dict[str, Any]]) -> None:
+    dag_id = "example_gumloop_list_sessions"
+    dag_run_id = _run(happy_runs, dag_id)
+    assert _states(deployment, dag_id, dag_run_id) == {"list_yesterdays_sessions": "success", "summarize": "success"}
+    listed = deployment.xcom(dag_id, dag_run_id, "list_yesterdays_sessions")
+    fields = deployment.task_instances(dag_id, dag_run_id)["list_yesterdays_sessions"]["rendered_fields"]
+    after = datetime.fromisoformat(fields["created_after"]).replace(tzinfo=None)
+    before = datetime.fromisoformat(fields["created_before"]).replace(tzinfo=None)
+    # The emulator's whole session list for the agent, paged here by hand, filtered to the rendered window.
+    everything: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        r = httpx.get(
+            f"{deployment.emulator.gumloop_url}/agents/{fields['agent_id']}/sessions",
+            params={"page_size": 100, **({"cursor": cursor} if cursor else {})},
+            headers={"Authorization": f"Bearer {SECRET_KEY}", "x-auth-key": EMULATOR_USER},
+            timeout=30,
+        )
+        r.raise_for_status()
+        everything += r.json()["sessions"]
+        if not (cursor := r.json()["next_cursor"]):
+            break
+
+    def created(s: dict[str, Any]) -> datetime:
+        return datetime.fromisoformat(s["created_at"].replace("Z", "+00:00")).replace(tzinfo=None)
+
+    expected = [s["id"] for s in sorted(everything, key=created, reverse=True) if after <= created(s) < before]
+    assert expected, "the emulator seeds sessions every few hours: yesterday cannot be empty"
+    assert [s["id"] for s in listed] == expected
+    assert deployment.xcom(dag_id, dag_run_id, "summarize") == {
+        "sessions": len(listed),
+        "by_state": dict(Counter(s["state"] for s in listed)),
+        "by_type": dict(Counter(s.get("type") or "?" for s in listed)),
+        "credits": sum((s.get("usage") or {}).get("credit_cost") or 0 for s in listed),
+    }
