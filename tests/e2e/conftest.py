@@ -392,6 +392,9 @@ def deployment() -> Iterator[Deployment]:
         }
     )
     dep = Deployment(home=home, env=env, api_url=api_url, emulator=emulator)
+    # A CI runner cancels a job with SIGTERM, which would end pytest without teardown or atexit: make it an
+    # interrupt instead, so the fixtures stop every process group on the way out.
+    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         subprocess.run([*AIRFLOW, "db", "migrate"], env=env, cwd=home, check=True, capture_output=True, timeout=180)
         dep.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1")
@@ -406,6 +409,7 @@ def deployment() -> Iterator[Deployment]:
             _stop(proc)
         _stop_all()
         emulator.stop()
+        signal.signal(signal.SIGTERM, previous_sigterm)
         if os.environ.get("RUNWATCH_E2E_KEEP_HOME"):
             print(f"e2e AIRFLOW_HOME kept at {home}")
         else:
