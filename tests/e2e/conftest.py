@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -265,13 +265,14 @@ class Deployment:
         emu = self.emulator
         headers = {"Authorization": f"Bearer {SECRET_KEY}", "x-auth-key": EMULATOR_USER}
         user = {"user_id": EMULATOR_USER}
-        url, params, pick = {
+        readers: dict[str, tuple[str, dict[str, str], Callable[[Any], Any]]] = {
             "puffle": (f"{emu.puffle_url}/api/agent/chat/{run_id}", {}, lambda b: b["text"]),
             "gumloop_agent": (f"{emu.gumloop_url}/agent_status/{run_id}", user, lambda b: b["response"]),
             "gumloop_session": (f"{emu.gumloop_url}/sessions/{run_id}", {}, _last_assistant_text),
             "gumloop_flow": (f"{emu.gumloop_url}/get_pl_run", {"run_id": run_id, **user}, lambda b: b["outputs"]),
             "gloriamundo": (f"{emu.gloriamundo_url}/runs/{run_id}/status", {}, lambda b: b["result"]),
-        }[kind]
+        }
+        url, params, pick = readers[kind]
         deadline = time.monotonic() + 60
         while True:
             r = httpx.get(url, params=params, headers=headers, timeout=30)
