@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import resource
 import time
 
 import pytest
@@ -94,6 +95,12 @@ async def test_missing_connection_is_an_event_not_a_traceback(monkeypatch: pytes
     assert "no_such_conn" in event["message"]
 
 
+def involuntary_switches() -> int:
+    """How often the OS has taken the CPU from this thread while it could run (Linux; 0 elsewhere)."""
+    who = getattr(resource, "RUSAGE_THREAD", None)
+    return resource.getrusage(who).ru_nivcsw if who is not None else 0
+
+
 async def test_many_triggers_never_block_the_loop(secret_connections: dict[str, str]) -> None:
     """200 triggers polling every second on one loop against a slow emulator (0.3 s per answer).
 
@@ -102,18 +109,23 @@ async def test_many_triggers_never_block_the_loop(secret_connections: dict[str, 
     sync connection lookup) would show as a lag of its whole duration. The start-up burst (200 triggers
     created in one instant) is left out. The heap is frozen first: with Airflow and pytest loaded, a full
     (gen-2) garbage collection alone pauses the loop 120-160 ms on this machine, which says nothing about
-    the triggers' code.
+    the triggers' code. The worst-lag bound skips samples during which the OS preempted the loop's thread
+    (other test workers on a 2-core machine stole its CPU: 300+ ms seen); a blocking call in the loop gives
+    up the CPU voluntarily, so it is still caught, and p99 covers every sample.
     """
     run_ids = [start(f"slow {i} [emulator: polls=3 slow=0.3]") for i in range(200)]
     lags: list[float] = []
+    unpreempted: list[float] = []
     done = asyncio.Event()
 
     async def probe() -> None:
         await asyncio.sleep(0.5)  # past the start-up burst
         while not done.is_set():
-            before = time.perf_counter()
+            before, switches = time.perf_counter(), involuntary_switches()
             await asyncio.sleep(0.02)
             lags.append(time.perf_counter() - before - 0.02)
+            if involuntary_switches() == switches:
+                unpreempted.append(lags[-1])
 
     gc.freeze()
     try:
@@ -127,4 +139,5 @@ async def test_many_triggers_never_block_the_loop(secret_connections: dict[str, 
     lags.sort()
     p99 = lags[int(len(lags) * 0.99) - 1]
     assert p99 < 0.1, f"event-loop lag p99 {p99 * 1000:.0f} ms"
-    assert lags[-1] < 0.25, f"worst event-loop lag {lags[-1] * 1000:.0f} ms"
+    worst = max(unpreempted, default=0.0)
+    assert worst < 0.25, f"worst event-loop lag {worst * 1000:.0f} ms ({len(unpreempted)}/{len(lags)} samples)"
