@@ -3,6 +3,7 @@
 
 Every task has ``max_consecutive_failures=2``: a burst of one 5xx is ridden out and the task returns the
 right answer; a burst of three ends the wait at the second failure, and the task fails naming the run.
+The same tasks show which kinds get a "View run" extra link (Gumloop flows only, from the stored XCom).
 """
 
 from __future__ import annotations

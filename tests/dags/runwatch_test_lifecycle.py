@@ -8,7 +8,8 @@ Airflow stored and what the emulator saw):
   its earlier try's XCom.
 - ``runwatch_test_lifecycle_deadlines``: ``timeout`` passing (both modes), ``execution_timeout`` enforced by the
   trigger (deferred), and ``execution_timeout`` firing while a poll hangs (blocking: Airflow calls ``on_kill``).
-- ``runwatch_test_lifecycle_budget``: 5xx bursts shorter and longer than ``max_consecutive_failures``.
+- ``runwatch_test_lifecycle_budget``: 5xx bursts shorter and longer than ``max_consecutive_failures``; its
+  tasks also show which kinds store a "View run" link (Gumloop flows only).
 
 Each task's run is told apart in the emulator by its task id: in the Puffle message, the Gumloop agent / flow
 ids, the GloriaMundo workflow id (see ``tests.helpers.runs_started_by``).
