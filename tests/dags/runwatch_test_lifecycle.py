@@ -124,16 +124,17 @@ with DAG(
 ) as lifecycle:
     for kind in KINDS:
         for mode, deferrable in MODES.items():
+            # polls=1: the retry's look at the earlier run (one status read) still finds it running.
             if HAS_TASK_STATE_STORE or kind == "gumloop_session":
-                run_task(kind, f"retry_{kind}_{mode}", "polls=3", crash_once=True, deferrable=deferrable)
+                run_task(kind, f"retry_{kind}_{mode}", "polls=1", crash_once=True, deferrable=deferrable)
     if HAS_TASK_STATE_STORE:
         # Mapped: the map index is part of the identity, each index reattaches to its own run.
         CrashOnceGloriaMundo.partial(
             task_id="retry_mapped", workflow_id="wf_retry_mapped", deferrable=False, poll_interval=0.3
-        ).expand(input=[{"account": f"retry_mapped {i} [emulator: polls=3]"} for i in range(2)])
+        ).expand(input=[{"account": f"retry_mapped {i} [emulator: polls=1]"} for i in range(2)])
     else:
         # Airflow < 3.3: no task_state_store, so this retry starts a second run and says why.
-        run_task("puffle", "retry_fallback_puffle_blocking", "polls=3", crash_once=True, deferrable=False)
+        run_task("puffle", "retry_fallback_puffle_blocking", "polls=1", crash_once=True, deferrable=False)
 
     @task
     def xcom_probe() -> dict[str, Any]:
