@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -113,3 +114,19 @@ def test_defaults_and_timedelta() -> None:
     assert task.poll_interval == 2.0
     assert task.cancel_on_kill is True
     assert task.reattach is True
+
+
+def test_execution_timeout_deadline_anchors() -> None:
+    """Deferred: the task's start_date (the whole task's time counts). Blocking: when execute began, where
+    Airflow's own timer starts, so the clean failure comes just before Airflow's kill. Margin: 5 s, or a
+    fifth of a short limit (a 4 s limit still leaves time to poll)."""
+
+    class TI:
+        start_date = datetime.now(timezone.utc) - timedelta(seconds=100)
+
+    now = time.time()
+    task = op(execution_timeout=timedelta(seconds=60))
+    assert task.deadline({"ti": TI()}, None) == pytest.approx(TI.start_date.timestamp() + 55)  # type: ignore[arg-type]
+    assert task.deadline({"ti": TI()}, None, began=now) == pytest.approx(now + 55)  # type: ignore[arg-type]
+    assert op(execution_timeout=timedelta(seconds=4)).deadline({}, None, began=now) == pytest.approx(now + 3.2)  # type: ignore[arg-type]
+    assert task.deadline({}, 10, began=now) == pytest.approx(time.time() + 10, abs=1)  # type: ignore[arg-type]

@@ -112,21 +112,27 @@ class RunTaskMixin:
         return f"{self.vendor_name} {self.adapter.noun} {run_id}"
 
     # -- waiting --------------------------------------------------------------------------------------
-    def deadline(self, context: Context, timeout: float | None) -> float | None:
+    def deadline(self, context: Context, timeout: float | None, *, began: float | None = None) -> float | None:
         """Absolute deadline from ``timeout`` and ``execution_timeout``, whichever comes first.
 
         Airflow does not apply ``execution_timeout`` to a deferred task, so the trigger enforces it,
         a little early (5 s, or a fifth of a short limit), so that the task still gets to cancel the run
         and say why it failed. In blocking mode the same early deadline gives the same clear failure;
         Airflow's own timeout (and ``on_kill``) remains the backstop when a poll hangs.
+
+        ``began``: when ``execute`` started, for the blocking path. Airflow's timer starts there, not at
+        the task instance's ``start_date`` (seconds earlier on a busy worker: DAG parsing and start-up),
+        so anchoring there keeps the clean failure just ``margin`` ahead of Airflow's kill. Without it
+        (deferred) the anchor is ``start_date``: the whole task's time counts.
         """
         candidates = []
         if timeout is not None:
             candidates.append(time.time() + timeout)
         if self.execution_timeout is not None:
-            ti = context.get("ti")
-            start = getattr(ti, "start_date", None)
-            begun = start.timestamp() if start is not None else time.time()
+            begun = began
+            if begun is None:
+                start = getattr(context.get("ti"), "start_date", None)
+                begun = start.timestamp() if start is not None else time.time()
             limit = self.execution_timeout.total_seconds()
             margin = min(EXECUTION_TIMEOUT_MARGIN, limit * EXECUTION_TIMEOUT_MARGIN_SHARE)
             candidates.append(begun + limit - margin)
@@ -303,13 +309,14 @@ class RunOperator(RunTaskMixin, BaseOperator):
 
     # -- flow -----------------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
+        began = time.time()  # where Airflow's execution_timeout timer starts
         run_id, status = self.reattach_or_start(context)
         if not self.wait_for_completion:
             return run_id
         if status is not None and status.state.terminal:
             # A previous try's run already finished successfully: hand on its result, start nothing.
             return self.finish(context, self._event_from(status), run_id)
-        deadline = self.deadline(context, self.timeout)
+        deadline = self.deadline(context, self.timeout, began=None if self.deferrable else began)
         if self.deferrable:
             self.log.info("Deferring: the triggerer polls %s every %gs", self.what(run_id), self.poll_interval)
             self.defer(
