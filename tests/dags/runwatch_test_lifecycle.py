@@ -155,14 +155,14 @@ with DAG("runwatch_test_lifecycle_deadlines", schedule=None, start_date=START, c
         for mode, deferrable in MODES.items():
             run_task(kind, f"timeout_{kind}_{mode}", "polls=never", deferrable=deferrable, timeout=2)
         # Blocking: a poll hangs (the vendor holds the answer 30 s), Airflow's execution_timeout fires mid-poll
-        # and calls on_kill, which cancels the run where the vendor can. 6 s: the provider's own deadline
-        # (start + 4.8 s) must not pass before the first poll, even with Airflow 3.1's slow task start-up.
+        # and calls on_kill, which cancels the run where the vendor can. The provider's own deadline (4 s after
+        # execute began) must not pass before the first poll (within 1 s for Gumloop).
         run_task(
             kind,
             f"kill_{kind}_blocking",
             "polls=never slow=30",
             deferrable=False,
-            execution_timeout=timedelta(seconds=6),
+            execution_timeout=timedelta(seconds=5),
         )
     # Deferred: Airflow does not apply execution_timeout to a deferred task; the trigger enforces it a little
     # early, and the task fails (and cancels) like with `timeout`. One kind that can cancel, one that cannot.
