@@ -52,10 +52,21 @@ CONNECTION_TYPES: dict[str, dict[str, Any]] = {
             },
         },
         "conn-fields": {
-            "auth_header": {
+            # Not "auth_header": Airflow (3.3) treats extras with that name as secrets, so the UI and the REST API
+            # would show "***" instead of the choice. The hook still reads a legacy "auth_header".
+            "key_header": {
                 "label": "Send key as",
                 "description": "Authorization: Bearer (default) or the X-API-Key header.",
-                "schema": {"type": ["string", "null"], "enum": ["bearer", "x-api-key", None]},
+                "schema": {
+                    "type": ["string", "null"],
+                    "enum": ["bearer", "x-api-key", None],
+                    # How the UI's dropdown names the choices (an unset field shows "null" otherwise).
+                    "values_display": {
+                        "bearer": "Authorization: Bearer <key>",
+                        "x-api-key": "X-API-Key: <key>",
+                        "null": "Authorization: Bearer <key> (default)",
+                    },
+                },
             },
             "polls_per_minute": {
                 "label": "Status polls per minute (per key)",

@@ -200,7 +200,7 @@ def _error(kind: type, status: int, detail: str, endpoint: str = EXECUTE, retry_
 def test_401_hint_names_the_connection_and_the_header_option() -> None:
     err = gm.explain_error(_error(AuthError, 401, "Invalid API key"), conn_id="gm_prod", workflow_id="wf_1")
     assert isinstance(err, gm.GloriaMundoAuthError) and isinstance(err, AuthError) and not err.transient
-    assert "HTTP 401" in str(err) and "connection 'gm_prod'" in str(err) and "auth_header" in str(err)
+    assert "HTTP 401" in str(err) and "connection 'gm_prod'" in str(err) and "key_header" in str(err)
 
 
 def test_404_hints_differ_for_workflow_and_run() -> None:
@@ -278,20 +278,24 @@ def _settings(**extras: object) -> ConnectionSettings:
     ("extra", "header", "value"),
     [
         ({}, "Authorization", f"Bearer {KEY}"),
-        ({"auth_header": "bearer"}, "Authorization", f"Bearer {KEY}"),
-        ({"auth_header": "X-API-Key"}, "X-API-Key", KEY),
-        ({"auth_header": "x_api_key"}, "X-API-Key", KEY),
+        ({"key_header": "bearer"}, "Authorization", f"Bearer {KEY}"),
+        ({"key_header": "X-API-Key"}, "X-API-Key", KEY),
+        ({"key_header": "x_api_key"}, "X-API-Key", KEY),
+        # the legacy name, and the new one winning over it
+        ({"auth_header": "x-api-key"}, "X-API-Key", KEY),
+        ({"auth_header": "x-api-key", "key_header": "bearer"}, "Authorization", f"Bearer {KEY}"),
     ],
 )
-def test_auth_header_choice(extra: dict[str, str], header: str, value: str) -> None:
+def test_key_header_choice(extra: dict[str, str], header: str, value: str) -> None:
     options = GloriaMundoHook().client_options(_settings(**extra))
     assert options.headers == {header: value}
     assert options.limiter is not None
 
 
-def test_bad_auth_header_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match="'auth_header' must be 'bearer' or 'x-api-key'"):
-        GloriaMundoHook().client_options(_settings(auth_header="basic"))
+@pytest.mark.parametrize("name", ["key_header", "auth_header"])
+def test_bad_key_header_is_a_configuration_error(name: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"'{name}' must be 'bearer' or 'x-api-key'"):
+        GloriaMundoHook().client_options(_settings(**{name: "basic"}))
 
 
 def test_budget_from_extras() -> None:

@@ -1,7 +1,8 @@
 """GloriaMundo hook: workflow executions and run status, blocking and asyncio, under a per-key budget.
 
 Connection: host = API base URL (``https://app.gloriamundo.com/api/v1`` when empty), password = API key.
-Extras: ``auth_header`` (``bearer``, the default, or ``x-api-key``), ``polls_per_minute`` (default 50 of
+Extras: ``key_header`` (``bearer``, the default, or ``x-api-key``; ``auth_header`` is read as a legacy name,
+which Airflow >= 3.3 masks as a secret in the UI), ``polls_per_minute`` (default 50 of
 the documented 60), ``executions_per_minute`` (default 9 of the documented 10), and
 ``rate_window_seconds`` (default 60; only for emulators that scale the window down in tests).
 """
@@ -43,6 +44,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+#: The extra naming the header that carries the key (``bearer`` or ``x-api-key``).
+KEY_HEADER_EXTRA = "key_header"
+#: Its first name, still read: Airflow >= 3.3 counts ``auth_header`` among secret names and masks its value.
+LEGACY_KEY_HEADER_EXTRA = "auth_header"
 
 #: Error bodies larger than this are not kept for the hint (they are still read and reported as usual).
 _MAX_CAPTURED_BODY = 64 * 1024
@@ -139,15 +145,16 @@ class GloriaMundoHook(RunwatchHook):
 
     # -- connection -> client -------------------------------------------------------------------------
     def client_options(self, settings: ConnectionSettings) -> ClientOptions:
-        mode = (settings.extra_str("auth_header") or "bearer").lower().replace("_", "-")
+        name = KEY_HEADER_EXTRA if settings.extra_str(KEY_HEADER_EXTRA) else LEGACY_KEY_HEADER_EXTRA
+        mode = (settings.extra_str(name) or "bearer").lower().replace("_", "-")
         if mode in ("bearer", "authorization"):
             headers = {"Authorization": f"Bearer {settings.api_key}"}
         elif mode == "x-api-key":
             headers = {"X-API-Key": settings.api_key}
         else:
             raise ConfigurationError(
-                f"GloriaMundo connection '{settings.conn_id}': extra 'auth_header' must be 'bearer' or "
-                f"'x-api-key', got {settings.extras.get('auth_header')!r}"
+                f"GloriaMundo connection '{settings.conn_id}': extra '{name}' must be 'bearer' or "
+                f"'x-api-key', got {settings.extras.get(name)!r}"
             )
         # The error-body hook only where a call waits for its error (inside call/acall): a trigger's
         # long-lived client stays a plain one, which the shared client can send through its fast path.

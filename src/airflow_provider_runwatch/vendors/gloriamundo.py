@@ -427,7 +427,7 @@ def explain_error(
         return GloriaMundoAuthError(
             hint=(
                 f"Check the API key in the Password field of connection '{conn_id}' (GloriaMundo keys look like "
-                "gm_live_...), and its 'auth_header' extra: 'bearer' (default) sends Authorization: Bearer, "
+                "gm_live_...), and its 'key_header' extra: 'bearer' (default) sends Authorization: Bearer, "
                 "'x-api-key' sends X-API-Key"
             ),
             **base,
