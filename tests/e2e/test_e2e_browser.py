@@ -60,6 +60,8 @@ UI_KEYS = {
 }
 UI_LOGIN = "ui-form-user"
 UI_EXTRAS = {"gumloop": {"project_id": "proj_ui_form"}, "gloriamundo": {"polls_per_minute": "30"}}
+#: Extra fields with a choice (``enum``), picked in the form's dropdown by the label the provider gives it.
+UI_CHOICES = {"gloriamundo": {"key_header": "x-api-key"}}
 #: Default labels of Airflow's standard fields, shown when a type neither hides nor relabels them.
 STANDARD_LABELS = {"host": "Host", "schema": "Schema", "login": "Login", "password": "Password", "port": "Port"}
 
@@ -154,6 +156,26 @@ def _field(page: Page, dialog: Any, name: str) -> Any:
     return dialog.locator("[data-scope=field][data-part=root]").filter(has=page.locator(f"[name='{name}']"))
 
 
+def _choice_label(schema: dict[str, Any], value: Any) -> str:
+    """How the UI's dropdown shows an ``enum`` value: the schema's ``values_display``, else the value."""
+    key = "null" if value is None else str(value)
+    return str((schema.get("values_display") or {}).get(key, key))
+
+
+def _open_dropdown(page: Page, field: Any) -> Any:
+    """Open a choice field's menu; returns its options (rendered outside the field, in a portal)."""
+    field.get_by_role("combobox").click()
+    options = page.get_by_role("option")
+    options.first.wait_for()
+    return options
+
+
+def _close_dropdown(dialog: Any, options: Any) -> None:
+    """Close the menu by clicking elsewhere in the dialog (Escape could close the dialog itself)."""
+    dialog.get_by_role("heading").first.click()
+    options.first.wait_for(state="detached")
+
+
 def _open_section(dialog: Any, title: str) -> None:
     trigger = dialog.get_by_role("button", name=title, exact=True)
     if trigger.get_attribute("aria-expanded") != "true":
@@ -191,9 +213,19 @@ def test_add_connection_form_shows_what_the_provider_declares(
     _open_section(dialog, "Extra Fields")
     for name, declared in extras.items():
         field = _field(page, dialog, f"element_{name}")
+        field.first.wait_for()
         assert field.count() == 1, f"{conn_type}: no extra field {name}"
         assert _text(field.locator("label").first.inner_text()) == declared["label"]
         assert declared["description"] in field.inner_text()
+        schema = declared["schema"]
+        if "enum" in schema:
+            # A dropdown: it names the unset value and every choice the way the provider says, never "null".
+            assert _choice_label(schema, schema.get("default")) in field.inner_text()
+            options = _open_dropdown(page, field)
+            shown = [_text(o) for o in options.all_inner_texts()]
+            _close_dropdown(dialog, options)
+            assert shown == [_choice_label(schema, v) for v in schema["enum"]]
+            assert "null" not in shown
     _shot(page, f"connection-form-{conn_type}-extra-fields.png")
 
 
@@ -214,8 +246,21 @@ def saved(deployment: Deployment, page: Page) -> dict[str, dict[str, Any]]:
             _open_section(dialog, "Extra Fields")
             for name, value in UI_EXTRAS[conn_type].items():
                 dialog.locator(f"input[name='element_{name}']").fill(value)
+            for name, value in UI_CHOICES.get(conn_type, {}).items():
+                schema = CONN_TYPES[conn_type]["conn-fields"][name]["schema"]
+                field = _field(page, dialog, f"element_{name}")
+                _open_dropdown(page, field).filter(has_text=_choice_label(schema, value)).first.click()
+                field.get_by_text(_choice_label(schema, value), exact=True).wait_for()
         _shot(page, f"connection-form-{conn_type}-filled.png")  # the key field shows dots only
-        dialog.get_by_role("button", name="Save").click()
+        for attempt in range(3):
+            with page.expect_response(
+                lambda r: r.request.method == "POST" and r.url.endswith("/api/v2/connections"), timeout=60_000
+            ) as posted:
+                dialog.get_by_role("button", name="Save").click()
+            # A 5xx is sqlite's write lock timing out under load: a user would press Save again.
+            if posted.value.status < 500 or attempt == 2:
+                break
+        assert posted.value.status == 201, f"{posted.value.status}: {posted.value.text()}"
         page.get_by_role("row").filter(has_text=conn_id).wait_for()
         with deployment.api() as c:
             r = c.get(f"/connections/{conn_id}")
@@ -234,7 +279,7 @@ def test_form_saves_the_connection(saved: dict[str, dict[str, Any]], deployment:
     expected_login = None if "login" in CONN_TYPES[conn_type]["ui-field-behaviour"]["hidden-fields"] else UI_LOGIN
     assert conn["login"] == expected_login
     extra = json.loads(conn["extra"] or "{}")
-    for name, value in UI_EXTRAS.get(conn_type, {}).items():
+    for name, value in {**UI_EXTRAS.get(conn_type, {}), **UI_CHOICES.get(conn_type, {})}.items():
         assert str(extra[name]) == value
 
 
