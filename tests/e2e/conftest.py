@@ -53,11 +53,12 @@ EXAMPLE_DAGS = ROOT / "example_dags"
 ARTIFACTS = ROOT / "test-artifacts"
 AIRFLOW = [sys.executable, "-m", "airflow"]
 
-#: How runs without a directive (the shipped examples') behave: done 12 s after their start, like a quick real
-#: agent run. Not the emulator's built-in "two polls": a trigger that fires within a few seconds of the deferral
-#: can lose a race in Airflow 3.3.2's scheduler (the worker's stale "success" for the deferral is read after the
-#: resume was queued, and the task is failed; apache/airflow#67287, #72716), which a loaded 2-core box hits.
-DEFAULT_SCENARIO = "seconds=12"
+#: How runs without a directive (the shipped examples') behave: done 20 s after their start, like a quick real
+#: agent run (they overlap with the browser checks, so this costs no wall time). Not the emulator's built-in
+#: "two polls": a trigger that fires within seconds of the deferral can lose a race in Airflow 3.3.2's scheduler
+#: (the worker's stale "success" for the deferral is read after the resume was queued, and the task is failed;
+#: apache/airflow#67287, #72716), which a loaded 2-core box hits.
+DEFAULT_SCENARIO = "seconds=20"
 #: The Login of the default Gumloop connection (``EmulatorServer.connection_env``).
 EMULATOR_USER = "emulator-user"
 #: Run kinds (as in the drill DAG) -> the path prefix of their start call at the emulator.
@@ -245,6 +246,18 @@ class Deployment:
                 lines.append(f"{item.get('timestamp', '')} {item.get('level', '')} {item.get('event', '')} {extra}")
             else:
                 lines.append(str(item))
+        return "\n".join(lines)
+
+    def explain(self, dag_id: str, run_id: str) -> str:
+        """Why a DAG run did not succeed: its task states, the end of each failed task's log, and the
+        scheduler's state-mismatch lines (Airflow's stale-executor-event race)."""
+        tis = self.task_instances(dag_id, run_id)
+        lines = [f"{dag_id} {run_id}: " + ", ".join(f"{t}={ti['state']}" for t, ti in tis.items())]
+        for ti in tis.values():
+            if ti["state"] == "failed":
+                log = self.task_log(dag_id, run_id, ti["task_id"], max(1, ti["try_number"]), ti["map_index"])
+                lines.append(f"--- {ti['task_id']}[{ti['map_index']}]\n{log[-2500:]}")
+        lines += [line for line in self.logs("scheduler").splitlines() if "but the task instance's state" in line]
         return "\n".join(lines)
 
     def tail(self, n: int = 3000) -> str:
