@@ -95,18 +95,18 @@ async def test_async_twins(monkeypatch: pytest.MonkeyPatch, runwatch_emulator: E
 
 
 def test_x_api_key_header(monkeypatch: pytest.MonkeyPatch, runwatch_emulator: EmulatorServer) -> None:
-    connect(monkeypatch, runwatch_emulator, auth_header="x-api-key")
+    connect(monkeypatch, runwatch_emulator, key_header="x-api-key")
     hook = GloriaMundoHook(retry=FAST)
     started = hook.execute_workflow("wf_header")
     assert hook.get_run_status(started.run_id).run_id == started.run_id
     assert set(hook.client_options(hook.settings).headers) == {"X-API-Key"}
 
 
-@pytest.mark.parametrize("auth_header", ["bearer", "x-api-key"])
+@pytest.mark.parametrize("key_header", ["bearer", "x-api-key"])
 def test_401_says_check_the_key(
-    monkeypatch: pytest.MonkeyPatch, runwatch_emulator: EmulatorServer, auth_header: str
+    monkeypatch: pytest.MonkeyPatch, runwatch_emulator: EmulatorServer, key_header: str
 ) -> None:
-    key = connect(monkeypatch, runwatch_emulator, key=f"gm_invalid_{SECRET_KEY}", auth_header=auth_header)
+    key = connect(monkeypatch, runwatch_emulator, key=f"gm_invalid_{SECRET_KEY}", key_header=key_header)
     hook = GloriaMundoHook(retry=FAST)
     with pytest.raises(GloriaMundoAuthError, match="HTTP 401") as info:
         hook.execute_workflow("wf_1")
