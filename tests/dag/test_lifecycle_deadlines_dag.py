@@ -74,7 +74,7 @@ def _a(noun: str) -> str:
 def test_task_states(result: DagResult) -> None:
     expected = {f"{scenario}_{kind}_{mode}": "failed" for scenario in ("timeout",) for kind in KINDS for mode in MODES}
     expected |= {f"kill_{kind}_blocking": "failed" for kind in KINDS}
-    expected |= {f"exec_timeout_{kind}_deferred": "failed" for kind in ("gumloop_flow", "puffle")}
+    expected |= {f"exec_timeout_{kind}_deferred": "failed" for kind in KINDS}
     assert result.states == expected, result.output[-4000:]
 
 
@@ -86,7 +86,7 @@ def test_timeout_fails_saying_the_run_was_still_going(
     assert_deadline_failure(result, runwatch_emulator, kind, f"timeout_{kind}_{mode}")
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k.name in ("gumloop_flow", "puffle")], ids=str)
+@pytest.mark.parametrize("kind", KINDS, ids=str)
 def test_execution_timeout_of_a_deferred_task_is_enforced_by_the_trigger(
     result: DagResult, runwatch_emulator: EmulatorServer, kind: RunKind
 ) -> None:

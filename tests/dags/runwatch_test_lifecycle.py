@@ -165,8 +165,8 @@ with DAG("runwatch_test_lifecycle_deadlines", schedule=None, start_date=START, c
             execution_timeout=timedelta(seconds=5),
         )
     # Deferred: Airflow does not apply execution_timeout to a deferred task; the trigger enforces it a little
-    # early, and the task fails (and cancels) like with `timeout`. One kind that can cancel, one that cannot.
-    for kind in ("gumloop_flow", "puffle"):
+    # early, and the task fails (and cancels where the vendor can) like with `timeout`.
+    for kind in KINDS:
         run_task(
             kind,
             f"exec_timeout_{kind}_deferred",

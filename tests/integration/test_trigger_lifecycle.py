@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from airflow_provider_runwatch.emulator.server import EmulatorServer
@@ -139,3 +140,22 @@ async def test_on_kill_is_bounded_in_time(
     await trigger(kind, "sess_stuck" if kind.name == "gumloop_session" else "r_stuck", conn_id=silent_vendor).on_kill()
     assert time.monotonic() - started < 5, "the HTTP read timeout (30 s) did not decide"
     assert "TimeoutError" in plain(capfd.readouterr().out)
+
+
+@pytest.mark.parametrize("kind", CANCELLABLE, ids=str)
+def test_blocking_cancel_is_bounded_in_time(
+    kind: RunKind, silent_vendor: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The operator's on_kill path (a worker thread, no event loop): the cancel uses a client of its own with
+    short timeouts and two attempts, so a vendor that never answers cannot hold up the kill. The read timeout
+    is lowered to 0.3 s here; with the shipped 6 s the same arithmetic gives about 15 s."""
+    monkeypatch.setattr(hooks_base, "CANCEL_HTTP_TIMEOUT", httpx.Timeout(0.3, connect=0.3))
+    run_id = "sess_stuck" if kind.name == "gumloop_session" else "r_stuck"
+    hook = kind.trigger_class.hook_class(silent_vendor)
+    started = time.monotonic()
+    assert hook.cancel(kind.trigger_class.adapter, run_id) is False
+    # two attempts of 0.3 s and one retry wait (at most CANCEL_RETRY.max_delay, 2 s)
+    assert time.monotonic() - started < 0.3 * 2 + hooks_base.CANCEL_RETRY.max_delay + 1.5
+    out = plain(capfd.readouterr().out)
+    assert f"Could not cancel {kind.what} {run_id}" in out, out[-2000:]
+    assert "it may still be running" in out
