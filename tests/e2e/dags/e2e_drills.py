@@ -11,8 +11,8 @@ The kinds: Puffle chat, Gumloop agent interaction, Gumloop session, Gumloop flow
   the restart and must be met then, not pushed back by the downtime.
 - ``mark__*``: never end; marked failed through the REST API while deferred (after the restart, so on triggers
   the new triggerer re-created): the cancellable kinds are cancelled, the others log that they cannot be.
-- ``mark_blocking__gumloop_session``: ``deferrable=False``, never ends; marked failed while it polls on the worker,
-  the operator's ``on_kill`` cancels it.
+- ``mark_blocking__gumloop_session`` / ``mark_blocking__gumloop_flow``: ``deferrable=False``, never end; marked
+  failed while they poll on the worker, the operator's ``on_kill`` cancels each.
 """
 
 from __future__ import annotations
@@ -80,9 +80,5 @@ with DAG(
         "Never ends either [emulator: polls=never]",
         timeout=DEADLINE_AFTER_RESTART,
     )
-    run_task(
-        "gumloop_session",
-        "mark_blocking__gumloop_session",
-        "Never ends, blocking [emulator: polls=never]",
-        deferrable=False,
-    )
+    for kind in ("gumloop_session", "gumloop_flow"):
+        run_task(kind, f"mark_blocking__{kind}", "Never ends, blocking [emulator: polls=never]", deferrable=False)
