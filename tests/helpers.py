@@ -6,8 +6,11 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -165,3 +168,29 @@ def gloriamundo_key_env(emulator: EmulatorServer, owner: str) -> dict[str, str]:
 
     conn = {"conn_type": "gloriamundo", "host": emulator.gloriamundo_url, "password": f"{SECRET_KEY}_{owner}"}
     return {"AIRFLOW_CONN_GLORIAMUNDO_DEFAULT": json.dumps(conn)}
+
+
+@contextmanager
+def web_page_server(status: int = 404, body: bytes = b"<!DOCTYPE html><title>Not found</title>") -> Iterator[str]:
+    """A loopback HTTP server answering every GET with ``status`` and an HTML ``body``, like a website or a
+    proxy would at a wrong host or base path. Yields its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:  # keep pytest's output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

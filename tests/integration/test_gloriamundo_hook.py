@@ -27,6 +27,7 @@ from airflow_provider_runwatch.vendors.gloriamundo import (
     GloriaMundoSpendLimitError,
 )
 from tests.conftest import SECRET_KEY
+from tests.helpers import web_page_server
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.1)
 LIMITS = "/_emulator/gloriamundo/limits"
@@ -119,7 +120,10 @@ def test_401_says_check_the_key(
 def test_connection_test_starts_nothing(monkeypatch: pytest.MonkeyPatch, runwatch_emulator: EmulatorServer) -> None:
     connect(monkeypatch, runwatch_emulator)
     runwatch_emulator.clear_requests()
-    assert GloriaMundoHook().test_connection() == (True, "GloriaMundo accepted the API key")
+    assert GloriaMundoHook().test_connection() == (
+        True,
+        'GloriaMundo accepted the API key (a run id that cannot exist got 404 "Run not found")',
+    )
     log = runwatch_emulator.requests(vendor="gloriamundo")
     assert [(e["method"], e["status"]) for e in log] == [("GET", 404)]
 
@@ -221,3 +225,14 @@ def test_starts_are_paced_under_the_execution_budget(
     posts = runwatch_emulator.requests(vendor="gloriamundo", method="POST")
     assert [p["status"] for p in posts] == [200] * 12
     assert posts[9]["ts"] - posts[0]["ts"] >= 2.0 - 0.05
+
+
+def test_connection_test_fails_on_a_web_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that is a website (or a proxy), not the API: its HTML 404 is not taken as "key accepted"."""
+    with web_page_server() as url:
+        conn = {"conn_type": "gloriamundo", "host": url, "password": "gm_live_k"}
+        monkeypatch.setenv("AIRFLOW_CONN_GLORIAMUNDO_WEB", json.dumps(conn))
+        ok, message = GloriaMundoHook("gloriamundo_web").test_connection()
+    assert ok is False
+    assert "answered 404 with an HTML page, not an API error; check the host" in message, message
+    assert message.startswith("GloriaMundo connection 'gloriamundo_web': ")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -19,6 +20,7 @@ from airflow_provider_runwatch.core.http import ClientOptions, RetryPolicy
 from airflow_provider_runwatch.core.models import RunState
 from airflow_provider_runwatch.emulator.server import EmulatorServer
 from airflow_provider_runwatch.hooks.puffle import PuffleHook
+from tests.helpers import web_page_server
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.05, max_delay=0.1)
 
@@ -80,8 +82,24 @@ def test_auth_errors(
 
 def test_connection_test_starts_nothing(secret_connections: dict[str, str], runwatch_emulator: EmulatorServer) -> None:
     runwatch_emulator.clear_requests()
-    assert PuffleHook().test_connection() == (True, "Puffle accepted the API key")
+    # The vendor's own not-found words are quoted, so a user can tell them from a router's bare "Not Found".
+    assert PuffleHook().test_connection() == (
+        True,
+        'Puffle accepted the API key (a run id that cannot exist got 404 "Run not found")',
+    )
     assert [r["method"] for r in runwatch_emulator.requests(vendor="puffle")] == ["GET"]
+
+
+def test_connection_test_fails_on_a_web_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that is a website (or a proxy), not the API: its HTML 404 is not taken as "key accepted"."""
+    with web_page_server() as url:
+        monkeypatch.setenv("AIRFLOW_CONN_PUFFLE_WEB", json.dumps({"conn_type": "puffle", "host": url, "password": "k"}))
+        ok, message = PuffleHook("puffle_web").test_connection()
+    assert ok is False
+    assert message == (
+        "Puffle connection 'puffle_web': GET /api/agent/chat/{runId} answered 404 with an HTML page, not an API "
+        "error; check the host (and its path) point at the Puffle API"
+    )
 
 
 def test_run_of_another_key_is_404(

@@ -8,7 +8,7 @@ the blocking and the asyncio variants of an operation share the same request bui
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -17,7 +17,7 @@ import httpx
 from airflow.sdk import BaseHook
 
 from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec, settings_from_connection
-from airflow_provider_runwatch.core.errors import ConfigurationError, RunwatchError
+from airflow_provider_runwatch.core.errors import ConfigurationError, NotFoundError, RunwatchError
 from airflow_provider_runwatch.core.http import ApiClient, AsyncApiClient, Call, ClientOptions, RetryPolicy
 from airflow_provider_runwatch.provider_info import connection_form_widgets, ui_field_behaviour
 
@@ -204,6 +204,32 @@ class RunwatchHook(BaseHook):
     def probe(self) -> str:
         """The cheap authenticated read behind :meth:`test_connection`; returns a success message."""
         raise NotImplementedError
+
+    def probe_missing_run(self, read: Callable[[], object]) -> str:
+        """Prove the key with a read of a run id that cannot exist, for vendors with no "whoami".
+
+        The vendor checks the key before it looks the run up, so a 404 means the key was accepted (401/403
+        raise). A 404 can also come from the wrong host or base path, though, and the vendors do not document
+        their not-found body, so nothing can tell the two apart for sure: an empty or HTML 404 (a web page,
+        a proxy) fails the test, and a success quotes the vendor's own words so the user can judge.
+        """
+        vendor = self.vendor.display_name
+        conn_id = self.settings.conn_id
+        try:
+            read()
+        except NotFoundError as exc:
+            said = exc.detail.strip()
+            if not said or said.startswith("<"):
+                body = "an empty body" if not said else "an HTML page"
+                raise ConfigurationError(
+                    f"{vendor} connection '{conn_id}': {exc.endpoint} answered 404 with {body}, not an API error; "
+                    f"check the host (and its path) point at the {vendor} API"
+                ) from None
+            return f'{vendor} accepted the API key (a run id that cannot exist got 404 "{said[:80]}")'
+        raise ConfigurationError(
+            f"{vendor} connection '{conn_id}': a read of a run id that cannot exist did not answer 404; "
+            f"check the host (and its path) point at the {vendor} API"
+        )
 
 
 def _mask(secret: str) -> None:

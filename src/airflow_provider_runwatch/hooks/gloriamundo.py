@@ -21,7 +21,7 @@ from urllib.parse import unquote
 
 import httpx
 
-from airflow_provider_runwatch.core.errors import ConfigurationError, NotFoundError, VendorAPIError
+from airflow_provider_runwatch.core.errors import ConfigurationError, VendorAPIError
 from airflow_provider_runwatch.core.http import ApiRequest, Call, ClientOptions, RetryPolicy
 from airflow_provider_runwatch.core.ratelimit import DEFAULT_WINDOW_SECONDS, BudgetSpec, KeyBudget, budget_for
 from airflow_provider_runwatch.hooks.base import RunwatchHook
@@ -259,6 +259,4 @@ class GloriaMundoHook(RunwatchHook):
         accepted (401 says it is not), nothing is started, and it costs one poll of the budget."""
         import uuid
 
-        with contextlib.suppress(NotFoundError):
-            self.get_run_status(str(uuid.uuid4()))
-        return "GloriaMundo accepted the API key"
+        return self.probe_missing_run(lambda: self.get_run_status(str(uuid.uuid4())))

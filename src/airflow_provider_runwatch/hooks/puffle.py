@@ -37,12 +37,5 @@ class PuffleHook(RunwatchHook):
         return await self.acall(puffle.get_chat_run(run_id))
 
     def probe(self) -> str:
-        """Puffle has no "whoami": ask for a run id that cannot exist. 404 proves the key is accepted
-        (401/403 would say it is not), and nothing is started."""
-        from airflow_provider_runwatch.core.errors import NotFoundError
-
-        try:
-            self.get_chat_run("run_runwatch_connection_test")
-        except NotFoundError:
-            return "Puffle accepted the API key"
-        return "Puffle accepted the API key"
+        """Puffle has no "whoami": ask for a run id that cannot exist; nothing is started."""
+        return self.probe_missing_run(lambda: self.get_chat_run("run_runwatch_connection_test"))
