@@ -18,6 +18,7 @@ import httpx
 if TYPE_CHECKING:
     from airflow_provider_runwatch.emulator.server import EmulatorServer
     from airflow_provider_runwatch.triggers.base import RunTrigger
+    from tests.conftest import DagResult
 
 
 def rehydrate(trigger: Any) -> Any:
@@ -194,3 +195,11 @@ def web_page_server(status: int = 404, body: bytes = b"<!DOCTYPE html><title>Not
     finally:
         server.shutdown()
         server.server_close()
+
+
+def run_lifecycle_dag(dag_runner: Callable[..., DagResult], emulator: EmulatorServer, dag_id: str) -> DagResult:
+    """Run one of the lifecycle DAGs (tests/dags/runwatch_test_lifecycle.py) once, GloriaMundo on a key of its
+    own (its limits are per key), with the log's colour codes stripped for the assertions."""
+    result = dag_runner(dag_id, extra_env=gloriamundo_key_env(emulator, dag_id), timeout=540)
+    result.output = plain(result.output)
+    return result

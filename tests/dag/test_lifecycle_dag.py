@@ -19,7 +19,7 @@ from packaging.version import Version
 
 from airflow_provider_runwatch.emulator.server import EmulatorServer
 from tests.conftest import SECRET_KEY, DagResult
-from tests.helpers import KINDS, RunKind, gloriamundo_key_env, plain, runs_started_by, start_requests
+from tests.helpers import KINDS, RunKind, run_lifecycle_dag, runs_started_by, start_requests
 
 pytestmark = [pytest.mark.dag, pytest.mark.timeout(600)]
 
@@ -33,9 +33,7 @@ needs_task_state_store = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def result(dag_runner: Callable[..., DagResult], runwatch_emulator: EmulatorServer) -> DagResult:
-    result = dag_runner(DAG_ID, extra_env=gloriamundo_key_env(runwatch_emulator, DAG_ID), timeout=540)
-    result.output = plain(result.output)
-    return result
+    return run_lifecycle_dag(dag_runner, runwatch_emulator, DAG_ID)
 
 
 def retried_kinds() -> list[object]:

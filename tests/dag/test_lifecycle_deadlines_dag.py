@@ -17,7 +17,7 @@ import pytest
 
 from airflow_provider_runwatch.emulator.server import EmulatorServer
 from tests.conftest import SECRET_KEY, DagResult
-from tests.helpers import KINDS, RunKind, cancel_requests, gloriamundo_key_env, plain, start_requests
+from tests.helpers import KINDS, RunKind, cancel_requests, run_lifecycle_dag, start_requests
 
 pytestmark = [pytest.mark.dag, pytest.mark.timeout(600)]
 
@@ -27,9 +27,7 @@ MODES = ("deferred", "blocking")
 
 @pytest.fixture(scope="module")
 def result(dag_runner: Callable[..., DagResult], runwatch_emulator: EmulatorServer) -> DagResult:
-    result = dag_runner(DAG_ID, extra_env=gloriamundo_key_env(runwatch_emulator, DAG_ID), timeout=540)
-    result.output = plain(result.output)
-    return result
+    return run_lifecycle_dag(dag_runner, runwatch_emulator, DAG_ID)
 
 
 def _one_run(result: DagResult, emulator: EmulatorServer, task_id: str) -> str:
