@@ -210,8 +210,8 @@ class RunwatchHook(BaseHook):
 
         The vendor checks the key before it looks the run up, so a 404 means the key was accepted (401/403
         raise). A 404 can also come from the wrong host or base path, though, and the vendors do not document
-        their not-found body, so nothing can tell the two apart for sure: an empty or HTML 404 (a web page,
-        a proxy) fails the test, and a success quotes the vendor's own words so the user can judge.
+        their not-found body, so nothing can tell the two apart for sure: an HTML 404 (a web page, a proxy)
+        fails the test, and a success quotes the vendor's own words so the user can judge.
         """
         vendor = self.vendor.display_name
         conn_id = self.settings.conn_id
@@ -219,13 +219,13 @@ class RunwatchHook(BaseHook):
             read()
         except NotFoundError as exc:
             said = exc.detail.strip()
-            if not said or said.startswith("<"):
-                body = "an empty body" if not said else "an HTML page"
+            if said.startswith("<"):
                 raise ConfigurationError(
-                    f"{vendor} connection '{conn_id}': {exc.endpoint} answered 404 with {body}, not an API error; "
-                    f"check the host (and its path) point at the {vendor} API"
+                    f"{vendor} connection '{conn_id}': {exc.endpoint} answered 404 with an HTML page, not an API "
+                    f"error; check the host (and its path) point at the {vendor} API"
                 ) from None
-            return f'{vendor} accepted the API key (a run id that cannot exist got 404 "{said[:80]}")'
+            quoted = f'"{said[:80]}"' if said else "with an empty body"
+            return f"{vendor} accepted the API key (a run id that cannot exist got 404 {quoted})"
         raise ConfigurationError(
             f"{vendor} connection '{conn_id}': a read of a run id that cannot exist did not answer 404; "
             f"check the host (and its path) point at the {vendor} API"
