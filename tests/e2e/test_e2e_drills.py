@@ -288,12 +288,14 @@ def test_mark_failed_while_blocking_cancels_through_operator_on_kill(
     run_id = drill.ids[task_id]
     emu = deployment.emulator
     path = CANCELLABLE[BLOCKING[task_id]].format(run_id=run_id)
+    cancels: list[dict[str, Any]] = []
 
-    def cancels() -> list[dict[str, Any]]:
-        return emu.requests(method="POST", path_prefix=path, run_id=run_id)
+    def cancelled() -> bool:
+        cancels[:] = emu.requests(method="POST", path_prefix=path, run_id=run_id)
+        return bool(cancels)
 
-    _wait_until(f"a cancel of {run_id}", lambda: bool(cancels()), timeout=30)
-    assert [c["status"] for c in cancels()] == [200] and cancels()[0]["ts"] > drill.marked_at
+    _wait_until(f"a cancel of {run_id}", cancelled, timeout=30)
+    assert [c["status"] for c in cancels] == [200] and cancels[0]["ts"] > drill.marked_at
     # It waited on the worker (no trigger), and the worker's on_kill sent the cancel.
     log = deployment.task_log(DAG_ID, drill.dag_run_id, task_id)
     assert "Deferring" not in log

@@ -130,6 +130,11 @@ def silent_vendor(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield "gumloop_silent"
 
 
+def stuck_run_id(kind: RunKind) -> str:
+    """An id the silent vendor is asked to cancel (session ids have their own prefix)."""
+    return "sess_stuck" if kind.name == "gumloop_session" else "r_stuck"
+
+
 @pytest.mark.parametrize("kind", CANCELLABLE, ids=str)
 async def test_on_kill_is_bounded_in_time(
     kind: RunKind, silent_vendor: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
@@ -137,7 +142,7 @@ async def test_on_kill_is_bounded_in_time(
     """The whole cancel (lookup, attempts, waits) is cut at CANCEL_TIMEOUT_SECONDS, here lowered to 0.5 s."""
     monkeypatch.setattr(hooks_base, "CANCEL_TIMEOUT_SECONDS", 0.5)
     started = time.monotonic()
-    await trigger(kind, "sess_stuck" if kind.name == "gumloop_session" else "r_stuck", conn_id=silent_vendor).on_kill()
+    await trigger(kind, stuck_run_id(kind), conn_id=silent_vendor).on_kill()
     assert time.monotonic() - started < 5, "the HTTP read timeout (30 s) did not decide"
     assert "TimeoutError" in plain(capfd.readouterr().out)
 
@@ -150,7 +155,7 @@ def test_blocking_cancel_is_bounded_in_time(
     short timeouts and two attempts, so a vendor that never answers cannot hold up the kill. The read timeout
     is lowered to 0.3 s here; with the shipped 6 s the same arithmetic gives about 15 s."""
     monkeypatch.setattr(hooks_base, "CANCEL_HTTP_TIMEOUT", httpx.Timeout(0.3, connect=0.3))
-    run_id = "sess_stuck" if kind.name == "gumloop_session" else "r_stuck"
+    run_id = stuck_run_id(kind)
     hook = kind.trigger_class.hook_class(silent_vendor)
     started = time.monotonic()
     assert hook.cancel(kind.trigger_class.adapter, run_id) is False
