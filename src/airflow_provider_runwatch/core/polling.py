@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_runwatch.core.errors import RunwatchError, VendorAPIError, shorten
-from airflow_provider_runwatch.core.http import RetryPolicy
 from airflow_provider_runwatch.core.models import RunEvent, RunState, RunStatus
+from airflow_provider_runwatch.core.retry import RetryPolicy
 
 Clock = Callable[[], float]
 

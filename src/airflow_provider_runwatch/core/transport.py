@@ -33,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -52,8 +54,6 @@ _READ_HIGH_WATER = 256 * 1024
 _MAX_HEAD_BYTES = 256 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _EXTENSIONS = {"http_version": b"HTTP/1.1"}
-#: Lever: return answers that arrived whole with their head without streaming them (see exchange).
-EAGER_SMALL_BODIES = True
 #: How often pending read deadlines are checked: a read timeout fires up to this late.
 WATCHDOG_PERIOD = 0.1
 
@@ -303,7 +303,7 @@ class _Pool:
         self.count = 0
         self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
 
-    async def acquire(self, loop: asyncio.AbstractEventLoop, timeouts: dict[str, Any]) -> _Connection:
+    async def acquire(self, loop: asyncio.AbstractEventLoop, timeouts: Mapping[str, float | None]) -> _Connection:
         now = loop.time()
         expiry = self.owner.keepalive_expiry
         while self.idle:
@@ -456,48 +456,50 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return self._watchdog
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        answer = await self.exchange(request)
+        answer = await self.exchange_prepared(await prepare(request), request)
         if isinstance(answer, httpx.Response):
             return answer
-        status, headers, body = answer
         return httpx.Response(
-            status_code=status, headers=headers, stream=httpx.ByteStream(body), extensions=_EXTENSIONS, request=request
+            status_code=answer.status,
+            headers=answer.headers,
+            stream=httpx.ByteStream(answer.body),
+            extensions=_EXTENSIONS,
+            request=request,
         )
 
-    async def exchange(self, request: httpx.Request) -> httpx.Response | tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Send ``request``; the answer as ``(status, raw headers, body)`` when it arrived whole with its head
-        and without a content-encoding (a poll's small JSON: nothing to stream, nothing to decompress before
-        the caller's size cap sees it, and the connection is back in the pool already), else a streaming
-        :class:`httpx.Response`. :meth:`handle_async_request` is the httpx interface over this."""
-        timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
-        return await self.exchange_prepared(await prepare(request), timeouts, request)
-
     async def exchange_prepared(
-        self, prepared: Prepared, timeouts: dict[str, Any], request: httpx.Request | None = None
-    ) -> httpx.Response | tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """:meth:`exchange` for a request already :func:`prepare`-d (a poll re-sends the same bytes)."""
-        data, key, resend = prepared
+        self, prepared: Prepared, request: httpx.Request | None = None
+    ) -> httpx.Response | WholeAnswer:
+        """Send a :func:`prepare`-d request (a poll re-sends the same bytes).
+
+        The answer is a :class:`WholeAnswer` when it arrived whole with its head and without a content-encoding
+        (a poll's small JSON: nothing to stream, nothing to decompress before the caller's size cap sees it,
+        and the connection is back in the pool already), else a streaming :class:`httpx.Response`.
+        :meth:`handle_async_request` is the httpx interface over this.
+        """
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
         elif self._loop is not loop:
             raise RuntimeError("a LeanTransport is bound to the event loop that first used it")
+        key = prepared.origin
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = _Pool(self, *key)
+        timeouts = prepared.timeouts
         read_timeout = timeouts.get("read")
         for attempt in (1, 2):
             conn = await pool.acquire(loop, timeouts)
             conn.reset()
             try:
-                await conn.write(data, timeouts.get("write"))
+                await conn.write(prepared.wire, timeouts.get("write"))
                 while not conn.head_done:
                     if conn.error is not None:
                         raise conn.error
                     await conn.wait(read_timeout)
             except _Stale:
                 pool.release(conn, reusable=False)
-                if attempt == 1 and resend:
+                if attempt == 1 and prepared.resendable:
                     continue  # the keep-alive race: the server closed the idle connection as we reused it
                 raise _closed() from None
             except BaseException:
@@ -505,10 +507,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 pool.release(conn, reusable=False)
                 raise
             break
-        if conn.complete and EAGER_SMALL_BODIES and not _encoded(conn.headers):
+        if conn.complete and not _encoded(conn.headers):
             body = conn.take()
             pool.release(conn, reusable=conn.keep_alive)
-            return conn.status, conn.headers, body
+            return WholeAnswer(conn.status, conn.headers, body)
         return httpx.Response(
             status_code=conn.status,
             headers=conn.headers,
@@ -529,28 +531,37 @@ def _encoded(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-#: A request ready for the wire: its bytes, its origin (scheme, host, port), and whether it may be sent again
-#: when a reused connection turns out closed before any answer (GETs only).
-Prepared = tuple[bytes, tuple[str, str, int], bool]
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request ready for the wire: its bytes, its origin (scheme, host, port), httpx's timeouts, and whether
+    it may be sent again when a reused connection turns out closed before any answer (GETs only)."""
+
+    wire: bytes
+    origin: tuple[str, str, int]
+    timeouts: Mapping[str, float | None]
+    resendable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WholeAnswer:
+    """An answer that arrived whole with its head and needs no decoding: status, raw headers, body."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
 
 
 async def prepare(request: httpx.Request) -> Prepared:
-    """``request`` as bytes for the wire, with its origin. A bodiless GET's are kept in its extensions, so a
-    request sent again (every poll) is prepared once."""
-    cached = request.extensions.get("runwatch_wire")
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
+    """``request`` as bytes for the wire, with its origin and timeouts. The caller keeps it to send again."""
     url = request.url
     scheme = url.scheme
     if scheme not in _DEFAULT_PORTS:
         raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
-    key = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
+    origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
     parts = [request.method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\n"]
     for name, value in request.headers.raw:
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
     body = request.content if isinstance(request.stream, httpx.ByteStream) else await request.aread()
-    prepared = (b"".join(parts) + body, key, request.method == "GET")
-    if request.method == "GET" and not body:
-        request.extensions["runwatch_wire"] = prepared
-    return prepared
+    timeouts = request.extensions.get("timeout") or {}
+    return Prepared(b"".join(parts) + body, origin, timeouts, request.method == "GET")

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import httpx
 from airflow.sdk import BaseHook
 
+from airflow_provider_runwatch.core.calls import Call
+from airflow_provider_runwatch.core.clients import ApiClient, AsyncApiClient, ClientOptions
 from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec, settings_from_connection
 from airflow_provider_runwatch.core.errors import ConfigurationError, NotFoundError, RunwatchError
-from airflow_provider_runwatch.core.http import ApiClient, AsyncApiClient, Call, ClientOptions, RetryPolicy
+from airflow_provider_runwatch.core.retry import RetryPolicy
 from airflow_provider_runwatch.provider_info import connection_form_widgets, ui_field_behaviour
 
 if TYPE_CHECKING:

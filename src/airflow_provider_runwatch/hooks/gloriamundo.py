@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import re
 import threading
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
-import httpx
-
+from airflow_provider_runwatch.core.calls import ApiRequest, Call
+from airflow_provider_runwatch.core.clients import ClientOptions
 from airflow_provider_runwatch.core.errors import ConfigurationError, VendorAPIError
-from airflow_provider_runwatch.core.http import ApiRequest, Call, ClientOptions, RetryPolicy
 from airflow_provider_runwatch.core.ratelimit import DEFAULT_WINDOW_SECONDS, BudgetSpec, KeyBudget, budget_for
+from airflow_provider_runwatch.core.retry import RetryPolicy
 from airflow_provider_runwatch.hooks.base import RunwatchHook
 from airflow_provider_runwatch.vendors import gloriamundo
 from airflow_provider_runwatch.vendors.gloriamundo import (
@@ -50,68 +48,9 @@ KEY_HEADER_EXTRA = "key_header"
 #: Its first name, still read: Airflow >= 3.3 counts ``auth_header`` among secret names and masks its value.
 LEGACY_KEY_HEADER_EXTRA = "auth_header"
 
-#: Error bodies larger than this are not kept for the hint (they are still read and reported as usual).
-_MAX_CAPTURED_BODY = 64 * 1024
 _RUN_IN_PATH = re.compile(r"/runs/([^/]+)/")
 _warned: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
-
-
-class _BodySink:
-    """Receives the decoded body of an error answer to the request in flight (see ``_capture``)."""
-
-    __slots__ = ("body",)
-
-    def __init__(self) -> None:
-        self.body: Any = None
-
-    def keep(self, raw: bytes) -> None:
-        try:
-            self.body = json.loads(raw)
-        except ValueError:
-            self.body = None
-
-
-_SINK: ContextVar[_BodySink | None] = ContextVar("runwatch_gloriamundo_error_body", default=None)
-
-
-def _wanted(response: httpx.Response, sink: _BodySink | None) -> bool:
-    declared = response.headers.get("content-length", "")
-    return (
-        sink is not None and response.status_code >= 400 and declared.isdigit() and int(declared) <= _MAX_CAPTURED_BODY
-    )
-
-
-async def _acapture(response: httpx.Response, sink: _BodySink | None) -> None:
-    if _wanted(response, sink):
-        assert sink is not None
-        sink.keep(await response.aread())
-
-
-def _capture(response: httpx.Response) -> Any:
-    """httpx response hook: keep a small error body for the execute call's hint (the spend limit's reset
-    time lives in the body, which the shared client reduces to the error text). The body stays readable
-    by the client afterwards: httpx serves a read response's content again to ``iter_bytes``.
-
-    One callable serves both clients: the async client awaits what it returns, the sync one ignores it.
-    """
-    sink = _SINK.get()
-    if isinstance(response.stream, httpx.AsyncByteStream):
-        return _acapture(response, sink)
-    if _wanted(response, sink):
-        assert sink is not None
-        sink.keep(response.read())
-    return None
-
-
-@dataclasses.dataclass
-class GloriaMundoClientOptions(ClientOptions):
-    """Client options plus the error-body hook."""
-
-    def client_kwargs(self, settings: ConnectionSettings) -> dict[str, Any]:
-        kwargs = super().client_kwargs(settings)
-        kwargs["event_hooks"] = {"response": [_capture]}
-        return kwargs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,10 +95,7 @@ class GloriaMundoHook(RunwatchHook):
                 f"GloriaMundo connection '{settings.conn_id}': extra '{name}' must be 'bearer' or "
                 f"'x-api-key', got {settings.extras.get(name)!r}"
             )
-        # The error-body hook only where a call waits for its error (inside call/acall): a trigger's
-        # long-lived client stays a plain one, which the shared client can send through its fast path.
-        options_class = ClientOptions if _SINK.get() is None else GloriaMundoClientOptions
-        return options_class(headers=headers, retry=self.retry, limiter=self.budget(settings))
+        return ClientOptions(headers=headers, retry=self.retry, limiter=self.budget(settings))
 
     @staticmethod
     def budget_specs(settings: ConnectionSettings) -> dict[str, BudgetSpec]:
@@ -193,7 +129,7 @@ class GloriaMundoHook(RunwatchHook):
         return budget_for(GLORIAMUNDO.name, settings.base_url, settings.api_key, self.budget_specs(settings))
 
     # -- errors with hints ----------------------------------------------------------------------------
-    def _explain(self, error: VendorAPIError, request: ApiRequest, body: Any = None) -> VendorAPIError:
+    def _explain(self, error: VendorAPIError, request: ApiRequest) -> VendorAPIError:
         workflow_id = None
         run_id = None
         if request.endpoint == gloriamundo.EXECUTE_ENDPOINT:
@@ -207,28 +143,20 @@ class GloriaMundoHook(RunwatchHook):
                 spec = self.budget_specs(self._settings)[EXECUTE_BUCKET]
                 pace = spec.limit * 60.0 / spec.window
         return explain_error(
-            error, conn_id=self.conn_id, workflow_id=workflow_id, run_id=run_id, body=body, executions_per_minute=pace
+            error, conn_id=self.conn_id, workflow_id=workflow_id, run_id=run_id, executions_per_minute=pace
         )
 
     def call(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
-        sink = _BodySink()
-        token = _SINK.set(sink)
         try:
             return super().call(call, retry=retry)
         except VendorAPIError as exc:
-            raise self._explain(exc, call.request, sink.body) from None
-        finally:
-            _SINK.reset(token)
+            raise self._explain(exc, call.request) from None
 
     async def acall(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
-        sink = _BodySink()
-        token = _SINK.set(sink)
         try:
             return await super().acall(call, retry=retry)
         except VendorAPIError as exc:
-            raise self._explain(exc, call.request, sink.body) from None
-        finally:
-            _SINK.reset(token)
+            raise self._explain(exc, call.request) from None
 
     def _execute_retry(self, retry: RetryPolicy | None) -> RetryPolicy:
         return ExecuteRetryPolicy(**dataclasses.asdict(retry or self.retry))

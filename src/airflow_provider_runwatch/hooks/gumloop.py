@@ -26,8 +26,8 @@ from airflow_provider_runwatch.vendors.gumloop import (
 
 if TYPE_CHECKING:
     from airflow_provider_runwatch.core.adapter import RunAdapter
+    from airflow_provider_runwatch.core.clients import ClientOptions
     from airflow_provider_runwatch.core.connection import ConnectionSettings
-    from airflow_provider_runwatch.core.http import ClientOptions
 
 #: Ids that cannot exist, read by :meth:`GumloopHook.probe`: a vendor 404 proves the key was accepted.
 PROBE_INTERACTION_ID = "runwatch_connection_test"

@@ -152,8 +152,8 @@ class RunTaskMixin:
 
     def wait_blocking(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunEvent:
         """The ``deferrable=False`` wait: same Poller as the trigger, blocking the worker slot."""
-        from airflow_provider_runwatch.core.http import NO_RETRY
         from airflow_provider_runwatch.core.polling import Poller, WaitOptions, watch_sync
+        from airflow_provider_runwatch.core.retry import NO_RETRY
 
         options = WaitOptions(
             poll_interval=self.poll_interval,

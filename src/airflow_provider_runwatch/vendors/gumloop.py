@@ -28,9 +28,9 @@ from urllib.parse import quote
 from pydantic import BeforeValidator, Field
 
 from airflow_provider_runwatch.core.adapter import RunAdapter, RunResult
+from airflow_provider_runwatch.core.calls import ApiRequest, Call
 from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec
 from airflow_provider_runwatch.core.errors import ConfigurationError, shorten
-from airflow_provider_runwatch.core.http import ApiRequest, Call
 from airflow_provider_runwatch.core.models import (
     RunState,
     RunStatus,
