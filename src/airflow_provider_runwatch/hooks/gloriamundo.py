@@ -22,7 +22,7 @@ from airflow_provider_runwatch.core.clients import ClientOptions
 from airflow_provider_runwatch.core.errors import ConfigurationError, VendorAPIError
 from airflow_provider_runwatch.core.ratelimit import DEFAULT_WINDOW_SECONDS, BudgetSpec, KeyBudget, budget_for
 from airflow_provider_runwatch.core.retry import RetryPolicy
-from airflow_provider_runwatch.hooks.base import RunwatchHook
+from airflow_provider_runwatch.hooks.base import RunwatchHook, twins
 from airflow_provider_runwatch.vendors import gloriamundo
 from airflow_provider_runwatch.vendors.gloriamundo import (
     DEFAULT_EXECUTIONS_PER_MINUTE,
@@ -148,39 +148,40 @@ class GloriaMundoHook(RunwatchHook):
 
     def call(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
         try:
-            return super().call(call, retry=retry)
+            return super().call(call, retry=self._retry_for(call, retry))
         except VendorAPIError as exc:
             raise self._explain(exc, call.request) from None
 
     async def acall(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
         try:
-            return await super().acall(call, retry=retry)
+            return await super().acall(call, retry=self._retry_for(call, retry))
         except VendorAPIError as exc:
             raise self._explain(exc, call.request) from None
 
-    def _execute_retry(self, retry: RetryPolicy | None) -> RetryPolicy:
+    def _retry_for(self, call: Call[Any], retry: RetryPolicy | None) -> RetryPolicy | None:
+        """The execute call is retried only when GloriaMundo provably did not start the run (connection
+        refused, 429 for the rate limit), never on a spend-limit 429, whoever sends it."""
+        if call.request.endpoint != gloriamundo.EXECUTE_ENDPOINT or isinstance(retry, ExecuteRetryPolicy):
+            return retry
         return ExecuteRetryPolicy(**dataclasses.asdict(retry or self.retry))
 
-    # -- operations -----------------------------------------------------------------------------------
-    def execute_workflow(
-        self, workflow_id: str, input: dict[str, Any] | None = None, *, retry: RetryPolicy | None = None
-    ) -> GloriaMundoExecution:
+    # -- operations (each defined once; ``twins`` makes the blocking method and its asyncio twin) -------------
+    def _execute_workflow(
+        self, settings: ConnectionSettings, workflow_id: str, input: dict[str, Any] | None = None
+    ) -> Call[GloriaMundoExecution]:
         """Start a workflow run. ``input`` must be a dict (refused before sending otherwise). Retried only
         when GloriaMundo provably did not start it (connection refused, 429 for the rate limit)."""
-        return self.call(gloriamundo.execute_workflow(workflow_id, input), retry=self._execute_retry(retry))
+        return gloriamundo.execute_workflow(workflow_id, input)
 
-    async def aexecute_workflow(
-        self, workflow_id: str, input: dict[str, Any] | None = None, *, retry: RetryPolicy | None = None
-    ) -> GloriaMundoExecution:
-        return await self.acall(gloriamundo.execute_workflow(workflow_id, input), retry=self._execute_retry(retry))
+    execute_workflow, aexecute_workflow = twins(_execute_workflow)
 
-    def get_run_status(self, run_id: str, poll_url: str | None = None) -> GloriaMundoRun:
+    def _get_run_status(
+        self, settings: ConnectionSettings, run_id: str, poll_url: str | None = None
+    ) -> Call[GloriaMundoRun]:
         """The run's status, progress, result and cost; ``poll_url`` is the one the execute call returned."""
-        return self.call(gloriamundo.get_run_status(run_id, poll_url, self.settings.base_url))
+        return gloriamundo.get_run_status(run_id, poll_url, settings.base_url)
 
-    async def aget_run_status(self, run_id: str, poll_url: str | None = None) -> GloriaMundoRun:
-        settings = await self.aget_settings()
-        return await self.acall(gloriamundo.get_run_status(run_id, poll_url, settings.base_url))
+    get_run_status, aget_run_status = twins(_get_run_status)
 
     def probe(self) -> str:
         """No "whoami" exists: ask for the status of a run id that cannot exist. A 404 proves the key is

@@ -178,6 +178,8 @@ class RunTaskMixin:
             raise RunFailedError(f"{where} {run_id or '?'}: resumed without a trigger event; clear the task to retry")
         if not isinstance(event, dict):
             raise RunFailedError(f"{where} {run_id or '?'}: trigger event must be a dict, got {type(event).__name__}")
+        # Events from triggers of 0.1.0 carried their deadline, which nothing read: accepted, dropped.
+        event = {key: value for key, value in event.items() if key != "deadline"}
         try:
             parsed = RunEvent.model_validate(event)
         except ValidationError as exc:
@@ -253,11 +255,6 @@ class RunTaskMixin:
         }
         return hints.get(event.status, f"{what} ended with {event.status}{state}{text}")
 
-    def check_run_ids(self, *ids: str | None) -> None:
-        for run_id in ids:
-            if run_id is not None:
-                self.adapter.validate_run_id(run_id)
-
 
 class RunOperator(RunTaskMixin, BaseOperator):
     """Start a run, record its id, wait for it (on the triggerer by default) and return its answer.
@@ -315,7 +312,11 @@ class RunOperator(RunTaskMixin, BaseOperator):
             return run_id
         if status is not None and status.state.terminal:
             # A previous try's run already finished successfully: hand on its result, start nothing.
-            return self.finish(context, self._event_from(status), run_id)
+            from airflow_provider_runwatch.core.polling import event_for, outcome_of
+
+            outcome = outcome_of(status)
+            assert outcome is not None  # a terminal state always has one
+            return self.finish(context, event_for(status, outcome), run_id)
         deadline = self.deadline(context, self.timeout, began=None if self.deferrable else began)
         if self.deferrable:
             self.log.info("Deferring: the triggerer polls %s every %gs", self.what(run_id), self.poll_interval)
@@ -342,8 +343,10 @@ class RunOperator(RunTaskMixin, BaseOperator):
         store = context.get("task_state_store") if self.reattach else None  # type: ignore[call-overload]
         previous = store.get(STATE_KEY) if store is not None else None
         if isinstance(previous, str) and previous:
+            from airflow_provider_runwatch.core.models import RunState
+
             status = self._status_of_previous(previous)
-            if status is not None and status.state.value not in ("failed", "cancelled"):
+            if status is not None and status.state not in (RunState.FAILED, RunState.CANCELLED):
                 self.log.info(
                     "Reattaching to %s started by an earlier try (%s)",
                     self.what(previous),
@@ -387,19 +390,6 @@ class RunOperator(RunTaskMixin, BaseOperator):
             store.delete(STATE_KEY)
             store.delete(STATE_URL_KEY)
         return answer
-
-    def _event_from(self, status: RunStatus) -> RunEvent:
-        from airflow_provider_runwatch.core.models import RunEvent
-
-        outcome = {"succeeded": "success", "failed": "failed", "cancelled": "cancelled"}[status.state.value]
-        return RunEvent(
-            status=outcome,  # type: ignore[arg-type]
-            vendor=status.vendor,
-            run_id=status.run_id,
-            state=status.state,
-            vendor_state=status.vendor_state,
-            message=status.error or "",
-        )
 
     def on_kill(self) -> None:
         """Blocking path (SIGTERM, or ``execution_timeout`` firing while a poll hangs): cancel the remote run
