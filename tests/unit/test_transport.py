@@ -397,3 +397,18 @@ async def test_an_unverified_server_never_sees_the_request_or_the_key(
         assert info.value.reached_server is False, "a failed handshake is a connect failure: safe to retry a start"
         assert server.requests == [], "nothing, the API key included, was sent to an unverified server"
         assert "pk_tls_secret" not in str(info.value)
+
+
+async def test_a_connection_moves_only_along_its_state_table() -> None:
+    """After an answer the pooled connection is IDLE again; a move outside the table is refused loudly."""
+    async with serve(lambda request, n: ok()) as server, client_for(server) as client:
+        await client.send(GET)
+        transport = client._get_transport()
+        assert isinstance(transport, lean.LeanTransport)
+        (pool,) = transport._pools.values()
+        (conn,) = pool.idle
+        assert conn.state is lean.Exchange.IDLE and not conn.head_done and not conn.complete
+        with pytest.raises(RuntimeError, match="idle -> body: not a valid move"):
+            conn._to(lean.Exchange.BODY)
+        await client.send(GET)
+        assert pool.idle == [conn] and conn.state is lean.Exchange.IDLE, "reused, and idle again"

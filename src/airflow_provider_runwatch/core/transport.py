@@ -14,12 +14,16 @@ Behaviour:
 - HTTP/1.1 keep-alive, one request per connection at a time, ``http`` and ``https`` (a given
   :class:`ssl.SSLContext`, SNI and hostname checks by :mod:`ssl`); no proxies, no HTTP/2, no redirects (the
   caller sees 3xx answers as they are);
-- the pool per origin is O(1) per request: a LIFO of idle connections, a FIFO of waiters, at most
-  ``max_connections``; connections are opened on demand, so a pool shared by every trigger of a loop holds as
-  many connections as there are requests in flight, not one per trigger;
+- the pool per origin (:mod:`~airflow_provider_runwatch.core.pool`) is O(1) per request: a LIFO of idle
+  connections, a FIFO of waiters, at most ``max_connections``; connections are opened on demand, so a pool
+  shared by every trigger of a loop holds as many connections as there are requests in flight;
+- a connection's exchange is an explicit state (:class:`Exchange`: idle, awaiting, head, body, complete) that
+  moves only along :data:`_TRANSITIONS`, beside whether its socket is closed;
 - httpx's timeouts from ``request.extensions["timeout"]``: ``connect`` (TCP + TLS), ``read`` (between two
   arrivals of bytes), ``write`` (a blocked send), ``pool`` (waiting for a free connection); each raises the
-  httpx exception of that name and discards the connection;
+  httpx exception of that name and discards the connection. Two mechanisms on purpose: the read timeout, paid
+  on every poll, is a deadline one watchdog per transport checks (see :meth:`_Connection.wait`); the others
+  (a new connection, a blocked send, a full pool) are rare and use a timer each;
 - a reused connection the server closed while idle is detected when it closes (``connection_lost``), and a GET
   that finds its reused connection closed before any byte of answer is re-sent once on a new connection
   (the usual keep-alive race); any other request sees :class:`httpx.RemoteProtocolError`;
@@ -31,15 +35,18 @@ Behaviour:
 from __future__ import annotations
 
 import asyncio
-import ssl
+import enum
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 
+from airflow_provider_runwatch.core.pool import Pool
+
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import AsyncIterator
 
 try:
@@ -66,6 +73,32 @@ class _Stale(Exception):
     """A reused connection turned out closed before any byte of the answer arrived."""
 
 
+class Exchange(enum.Enum):
+    """Where a connection's current request/answer exchange stands (as h11's per-side states, for the one
+    side this client reads). Whether the socket is still open is separate (``closed``): a body delimited by
+    the close is COMPLETE on a closed connection."""
+
+    IDLE = "idle"  # no request: in the pool, or just opened
+    AWAITING = "awaiting"  # request (being) sent, no byte of the answer yet
+    HEAD = "head"  # bytes of the answer's head arrived (or of a 1xx, whose real answer follows)
+    BODY = "body"  # the head is complete; the body is arriving
+    COMPLETE = "complete"  # the whole answer arrived
+
+
+#: The only moves an exchange makes; anything else is a bug in this module, not the server's fault.
+_TRANSITIONS = frozenset(
+    {
+        (Exchange.IDLE, Exchange.AWAITING),
+        (Exchange.COMPLETE, Exchange.AWAITING),  # the next request on a kept-alive connection
+        (Exchange.AWAITING, Exchange.HEAD),
+        (Exchange.AWAITING, Exchange.BODY),  # the head is parsed without a separate arrival
+        (Exchange.HEAD, Exchange.BODY),
+        (Exchange.BODY, Exchange.COMPLETE),
+        *((state, Exchange.IDLE) for state in Exchange),  # released to the pool, or discarded
+    }
+)
+
+
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection. Parser callbacks fill the current response; one waiter wakes the reader."""
 
@@ -78,15 +111,12 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.reused = False
         # current exchange
-        self.busy = False
+        self.state = Exchange.IDLE
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.head_bytes = 0
-        self.received = False
-        self.head_done = False
-        self.complete = False
         self.keep_alive = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
@@ -99,11 +129,14 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if not self.busy:  # bytes nobody asked for (a 408 before an idle close, garbage): unusable
+        state = self.state
+        if state is Exchange.IDLE or state is Exchange.COMPLETE:
+            # bytes nobody asked for (a 408 before an idle close, garbage): unusable
             self.close()
             return
-        self.received = True
-        if not self.head_done:
+        if state is Exchange.AWAITING:
+            self._to(Exchange.HEAD)
+        if state is not Exchange.BODY:
             self.head_bytes += len(data)
             if self.head_bytes > _MAX_HEAD_BYTES:
                 self._fail(httpx.RemoteProtocolError(f"response head larger than {_MAX_HEAD_BYTES} bytes"))
@@ -120,10 +153,12 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.busy and not self.complete and self.error is None:
-            if self.head_done and self._close_delimited():
-                self.complete, self.keep_alive = True, False  # a body delimited by the close itself
-            elif not self.received and self.reused:
+        state = self.state
+        if state is not Exchange.IDLE and state is not Exchange.COMPLETE and self.error is None:
+            if state is Exchange.BODY and self._close_delimited():
+                self._to(Exchange.COMPLETE)  # a body delimited by the close itself
+                self.keep_alive = False
+            elif state is Exchange.AWAITING and self.reused:
                 self.error = _Stale()
             else:
                 self.error = _closed() if exc is None else httpx.ReadError(f"{type(exc).__name__}: {exc}")
@@ -148,7 +183,7 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         if self.status >= 200:
-            self.head_done = True
+            self._to(Exchange.BODY)
             self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -164,11 +199,24 @@ class _Connection(asyncio.Protocol):
             self.headers = []
             self.head_bytes = 0
             return
-        self.complete = True
+        self._to(Exchange.COMPLETE)
         self.keep_alive = self.parser.should_keep_alive()
         self._wake()
 
     # -- used by the transport -------------------------------------------------------------------------------
+    def _to(self, state: Exchange) -> None:
+        if (self.state, state) not in _TRANSITIONS:
+            raise RuntimeError(f"connection state {self.state.value} -> {state.value}: not a valid move")
+        self.state = state
+
+    @property
+    def head_done(self) -> bool:
+        return self.state is Exchange.BODY or self.state is Exchange.COMPLETE
+
+    @property
+    def complete(self) -> bool:
+        return self.state is Exchange.COMPLETE
+
     def _close_delimited(self) -> bool:
         for name, value in self.headers:
             lowered = name.lower()
@@ -197,13 +245,18 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def reset(self) -> None:
-        self.busy = True
+        """A new exchange on this connection: forget the last answer."""
+        self._to(Exchange.AWAITING)
         self.status = 0
         self.headers = []
         self.chunks.clear()
         self.buffered = self.head_bytes = 0
-        self.received = self.head_done = self.complete = self.keep_alive = False
+        self.keep_alive = False
         self.error = None
+
+    def release(self) -> None:
+        """The exchange is over for the caller: the connection goes back to the pool or is discarded."""
+        self._to(Exchange.IDLE)
 
     async def write(self, data: bytes, timeout: float | None) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():
@@ -293,112 +346,8 @@ def _expire(future: asyncio.Future[None], kind: type[httpx.TimeoutException]) ->
         future.set_exception(kind("timed out"))
 
 
-class _Pool:
-    """Connections to one origin: idle ones reused last-in first-out, waiters served first-in first-out."""
-
-    def __init__(self, transport: LeanTransport, scheme: str, host: str, port: int) -> None:
-        self.owner = transport
-        self.scheme, self.host, self.port = scheme, host, port
-        self.idle: list[_Connection] = []
-        self.count = 0
-        self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
-
-    async def acquire(self, loop: asyncio.AbstractEventLoop, timeouts: Mapping[str, float | None]) -> _Connection:
-        now = loop.time()
-        expiry = self.owner.keepalive_expiry
-        while self.idle:
-            conn = self.idle.pop()
-            if conn.closed or now - conn.idle_since > expiry:
-                conn.close()
-                self.count -= 1
-                continue
-            conn.reused = True
-            return conn
-        if self.count >= self.owner.max_connections:
-            handed = await self._wait_turn(loop, timeouts.get("pool"))
-            if handed is not None:
-                handed.reused = True
-                return handed
-        self.count += 1
-        try:
-            return await self._connect(loop, timeouts.get("connect"))
-        except BaseException:
-            self.count -= 1
-            self._wake_one(None)
-            raise
-
-    async def _wait_turn(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> _Connection | None:
-        waiter: asyncio.Future[_Connection | None] = loop.create_future()
-        self.waiters.append(waiter)
-        timer = None if timeout is None else loop.call_later(timeout, _expire_pool, waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                conn = waiter.result()  # handed over just as we were cancelled: pass it on
-                if conn is not None:
-                    self.release(conn, reusable=True)
-                else:
-                    self._wake_one(None)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-    async def _connect(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> _Connection:
-        tls = self.owner.ssl_context if self.scheme == "https" else None
-        try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _Connection(loop, self.owner.watchdog(loop)),
-                    self.host,
-                    self.port,
-                    ssl=tls,
-                    server_hostname=self.host if tls is not None else None,
-                    ssl_handshake_timeout=timeout if tls is not None else None,
-                ),
-                timeout,
-            )
-        except asyncio.TimeoutError:
-            raise httpx.ConnectTimeout(f"connecting to {self.host}:{self.port} timed out") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from None
-        return conn
-
-    def release(self, conn: _Connection, reusable: bool) -> None:
-        conn.busy = False
-        if reusable and not conn.closed:
-            conn.idle_since = conn.loop.time()
-            if self._wake_one(conn):
-                return
-            self.idle.append(conn)
-            return
-        conn.close()
-        self.count -= 1
-        self._wake_one(None)
-
-    def _wake_one(self, conn: _Connection | None) -> bool:
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(conn)  # a connection, or None: open one in the slot just freed
-                return True
-        return False
-
-    def close_idle(self) -> None:
-        idle, self.idle = self.idle, []
-        for conn in idle:
-            conn.close()
-            self.count -= 1
-
-
-def _expire_pool(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        waiter.set_exception(httpx.PoolTimeout("timed out waiting for a free connection"))
-
-
 class _ResponseBody(httpx.AsyncByteStream):
-    def __init__(self, pool: _Pool, conn: _Connection, read_timeout: float | None) -> None:
+    def __init__(self, pool: Pool, conn: _Connection, read_timeout: float | None) -> None:
         self.pool, self.conn, self.read_timeout = pool, conn, read_timeout
         self.released = False
 
@@ -446,9 +395,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self.ssl_context = ssl_context
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
-        self._pools: dict[tuple[str, str, int], _Pool] = {}
+        self._pools: dict[tuple[str, str, int], Pool] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: _Watchdog | None = None
+
+    def new_connection(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        """A connection (protocol) for the pool to open."""
+        return _Connection(loop, self.watchdog(loop))
 
     def watchdog(self, loop: asyncio.AbstractEventLoop) -> _Watchdog:
         if self._watchdog is None:
@@ -485,7 +438,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         key = prepared.origin
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = _Pool(self, *key)
+            pool = self._pools[key] = Pool(self, *key)
         timeouts = prepared.timeouts
         read_timeout = timeouts.get("read")
         for attempt in (1, 2):

@@ -229,17 +229,18 @@ class RunTaskMixin:
         raise RunFailedError(self.failure_message(event, run_id))
 
     def push_failure_summary(self, context: Context, event: RunEvent) -> None:
-        context["ti"].xcom_push(
-            key="run",
-            value={
-                "vendor": event.vendor,
-                "run_id": event.run_id,
-                "state": event.state.value if event.state else None,
-                "vendor_state": event.vendor_state,
-                "outcome": event.status,
-                "error": event.message,
-            },
-        )
+        context["ti"].xcom_push(key="run", value=self.failure_summary(event))
+
+    def failure_summary(self, event: RunEvent) -> dict[str, Any]:
+        """The ``run`` XCom of a run that did not succeed; vendors add to it (GloriaMundo: cost, timings)."""
+        return {
+            "vendor": event.vendor,
+            "run_id": event.run_id,
+            "state": event.state.value if event.state else None,
+            "vendor_state": event.vendor_state,
+            "outcome": event.status,
+            "error": event.message,
+        }
 
     def failure_message(self, event: RunEvent, run_id: str) -> str:
         """vendor, run id, vendor state, the vendor's error text (cut), and what the user can do."""
