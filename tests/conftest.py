@@ -69,15 +69,22 @@ class DagResult:
     xcoms: dict[tuple[str, str], Any]
     output: str
     mapped: dict[tuple[str, int, str], Any] = field(default_factory=dict)
+    #: How many tries each task instance took (its ``try_number``), keyed like :attr:`states`.
+    tries: dict[str, int] = field(default_factory=dict)
 
     def xcom(self, task_id: str, key: str = "return_value") -> Any:
         return self.xcoms[(task_id, key)]
 
+    def check_no_secret(self, secret: str = SECRET_KEY) -> None:
+        """Fail, saying where, if the key shows in the CLI's output (task and trigger logs) or any XCom.
+        :func:`dag_runner` calls it on every DAG run, so no DAG test can forget it."""
+        assert secret not in self.output, f"the API key leaked into the output of {self.dag_run_id}"
+        for where, value in [*self.xcoms.items(), *self.mapped.items()]:
+            assert secret not in repr(value), f"the API key leaked into XCom {where} of {self.dag_run_id}"
 
-def read_dag_run(
-    dag_id: str,
-) -> tuple[str, str, dict[str, str], dict[tuple[str, str], Any], dict[tuple[str, int, str], Any]]:
-    """The newest run of ``dag_id`` from the metadata DB: (run id, state, task states, xcoms, mapped xcoms)."""
+
+def read_dag_run(dag_id: str) -> DagResult:
+    """The newest run of ``dag_id`` from the metadata DB (its ``output`` left empty)."""
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
@@ -87,10 +94,13 @@ def read_dag_run(
         dag_run = session.query(DagRun).filter(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).first()
         assert dag_run is not None, f"{dag_id} never ran"
         states: dict[str, str] = {}
+        tries: dict[str, int] = {}
         for ti in session.query(TaskInstance).filter(
             TaskInstance.dag_id == dag_id, TaskInstance.run_id == dag_run.run_id
         ):
-            states[ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"] = str(ti.state)
+            name = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
+            states[name] = str(ti.state)
+            tries[name] = int(ti.try_number or 0)
         xcoms: dict[tuple[str, str], Any] = {}
         mapped: dict[tuple[str, int, str], Any] = {}
         for row in session.query(XComModel).filter(XComModel.dag_id == dag_id, XComModel.run_id == dag_run.run_id):
@@ -99,7 +109,7 @@ def read_dag_run(
                 xcoms[(row.task_id, row.key)] = value
             else:
                 mapped[(row.task_id, row.map_index, row.key)] = value
-        return dag_run.run_id, str(dag_run.state), states, xcoms, mapped
+        return DagResult(dag_run.run_id, str(dag_run.state), states, xcoms, "", mapped, tries)
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +127,9 @@ def dag_runner(airflow_db: str, runwatch_emulator: EmulatorServer) -> Callable[.
             timeout=timeout,
             check=False,
         )
-        run_id, state, states, xcoms, mapped = read_dag_run(dag_id)
-        return DagResult(run_id, state, states, xcoms, proc.stdout + proc.stderr, mapped)
+        result = read_dag_run(dag_id)
+        result.output = proc.stdout + proc.stderr
+        result.check_no_secret()
+        return result
 
     return run

@@ -15,10 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from airflow_provider_runwatch.core.retry import NO_RETRY as NO_RETRY  # one place for the tests too
+from airflow_provider_runwatch.core.retry import RetryPolicy
+
 if TYPE_CHECKING:
     from airflow_provider_runwatch.emulator.server import EmulatorServer
     from airflow_provider_runwatch.triggers.base import RunTrigger
     from tests.conftest import DagResult
+
+
+#: Retries that take milliseconds, not seconds: what the hook tests use so a retried call stays quick.
+FAST = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.1)
 
 
 def rehydrate(trigger: Any) -> Any:

@@ -51,18 +51,27 @@ def _first_try() -> bool:
     return int(get_current_context()["ti"].try_number) == 1
 
 
+def _crash(when: str) -> SimulatedWorkerCrash:
+    """The crash, naming the task instance, so a test can prove each task crashed (not just that some did)."""
+    from airflow.sdk import get_current_context
+
+    ti = get_current_context()["ti"]
+    name = ti.task_id if ti.map_index is None or ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
+    return SimulatedWorkerCrash(f"{name}: worker died {when}")
+
+
 class CrashOnce:
     """Start the run and record it, then die on the first try as a worker crash would (after the run id is
     stored, before the wait ends); Airflow retries and the retry must reattach. Mixed into each operator."""
 
     def wait_blocking(self, *args: Any, **kwargs: Any) -> Any:
         if _first_try():
-            raise SimulatedWorkerCrash("worker died while waiting")
+            raise _crash("while waiting")
         return super().wait_blocking(*args, **kwargs)  # type: ignore[misc]
 
     def make_trigger(self, *args: Any, **kwargs: Any) -> Any:
         if _first_try():
-            raise SimulatedWorkerCrash("worker died before deferring")
+            raise _crash("before deferring")
         return super().make_trigger(*args, **kwargs)  # type: ignore[misc]
 
 

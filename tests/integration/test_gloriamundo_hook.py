@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 
 import httpx
 import pytest
@@ -27,9 +28,8 @@ from airflow_provider_runwatch.vendors.gloriamundo import (
     GloriaMundoSpendLimitError,
 )
 from tests.conftest import SECRET_KEY
-from tests.helpers import web_page_server
+from tests.helpers import FAST, web_page_server
 
-FAST = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.1)
 LIMITS = "/_emulator/gloriamundo/limits"
 
 
@@ -75,8 +75,14 @@ def test_execute_poll_complete(monkeypatch: pytest.MonkeyPatch, runwatch_emulato
     assert result.status.state is RunState.SUCCEEDED
     assert result.answer["input"] == {"account": "Acme", "limit": 3}
     summary = result.summary.to_xcom()
-    assert summary["cost"]["cost_cents"] == runwatch_emulator.run(started.run_id)["data"]["cost_cents"]
-    assert summary["progress"]["percentage"] == 100 and summary["duration_seconds"] >= 0
+    held = runwatch_emulator.run(started.run_id)["data"]
+    assert summary["cost"]["cost_cents"] == held["cost_cents"]
+    # The duration comes from the vendor's timestamps (">= 0" would hold of anything: the model clamps at 0).
+    took = datetime.fromisoformat(held["completed_at"].replace("Z", "+00:00")) - datetime.fromisoformat(
+        held["started_at"].replace("Z", "+00:00")
+    )
+    assert summary["progress"]["percentage"] == 100
+    assert summary["duration_seconds"] == pytest.approx(took.total_seconds(), abs=1e-3) and took.total_seconds() > 0
     log = runwatch_emulator.requests(vendor="gloriamundo", run_id=started.run_id)
     assert [e["path"] for e in log[:2]] == [
         "/api/v1/workflows/wf_nightly/execute",

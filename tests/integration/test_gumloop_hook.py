@@ -16,14 +16,13 @@ from airflow_provider_runwatch.core.errors import (
     NotFoundError,
     RateLimitedError,
 )
-from airflow_provider_runwatch.core.http import ApiRequest, RetryPolicy
+from airflow_provider_runwatch.core.http import ApiRequest
 from airflow_provider_runwatch.core.models import RunState
 from airflow_provider_runwatch.emulator.server import EmulatorServer
 from airflow_provider_runwatch.hooks.gumloop import GumloopHook
 from tests.conftest import SECRET_KEY
+from tests.helpers import FAST, NO_RETRY
 
-FAST = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.1)
-NO_RETRY = RetryPolicy(max_attempts=1)
 USER = {"x-auth-key": "emulator-user"}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 
 import pytest
 
@@ -20,9 +21,11 @@ from airflow_provider_runwatch.core.http import ClientOptions, RetryPolicy
 from airflow_provider_runwatch.core.models import RunState
 from airflow_provider_runwatch.emulator.server import EmulatorServer
 from airflow_provider_runwatch.hooks.puffle import PuffleHook
+from tests import helpers
 from tests.helpers import web_page_server
 
-FAST = RetryPolicy(max_attempts=4, base_delay=0.05, max_delay=0.1)
+#: Four attempts: the scenarios here fail three times before they answer.
+FAST = replace(helpers.FAST, max_attempts=4)
 
 
 def _conn(monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer, key: str, conn_id: str = "puffle_x") -> str:

@@ -23,6 +23,7 @@ import pytest
 from airflow_provider_runwatch.emulator.server import EmulatorServer
 from airflow_provider_runwatch.hooks import base as hooks_base
 from airflow_provider_runwatch.triggers.base import RunTrigger
+from tests.conftest import SECRET_KEY
 from tests.helpers import KINDS, RunKind, cancel_requests, first_event, gloriamundo_key_env, plain, rehydrate
 
 pytestmark = pytest.mark.anyio
@@ -41,6 +42,28 @@ def connections(
 
 def trigger(kind: RunKind, run_id: str, **kw: Any) -> RunTrigger:
     return kind.trigger_class(conn_id=kw.pop("conn_id", kind.conn_id), run_id=run_id, poll_interval=0.2, **kw)
+
+
+#: Non-default values of every base kwarg, so a kwarg lost in serialize() or rebuilt wrong shows.
+ROUND_TRIP_KWARGS: dict[str, Any] = {
+    "deadline": 1_900_000_000.5,
+    "max_consecutive_failures": 7,
+    "stop_on_paused": False,
+    "cancel_on_kill": False,
+}
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=str)
+async def test_round_trip_keeps_every_kwarg_and_no_secret(kind: RunKind, secret_connections: dict[str, str]) -> None:
+    """What the triggerer stores (serialize, encrypted) rebuilds the same trigger, and holds no key."""
+    original = trigger(kind, "run_round_trip", **ROUND_TRIP_KWARGS)
+    classpath, kwargs = original.serialize()
+    assert {key: kwargs[key] for key in ROUND_TRIP_KWARGS} == ROUND_TRIP_KWARGS
+    again = rehydrate(original)
+    assert type(again) is kind.trigger_class
+    assert again.serialize() == (classpath, kwargs)
+    stored = json.dumps(kwargs)
+    assert SECRET_KEY not in stored and all(key not in stored for key in secret_connections.values())
 
 
 def everything_sent_about(emulator: EmulatorServer, run_id: str) -> list[tuple[str, str]]:

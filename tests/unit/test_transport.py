@@ -28,8 +28,9 @@ from airflow_provider_runwatch.core.errors import (
     ResponseTooLargeError,
     TransportError,
 )
-from airflow_provider_runwatch.core.http import ApiRequest, AsyncApiClient, ClientOptions, RetryPolicy
+from airflow_provider_runwatch.core.http import ApiRequest, AsyncApiClient, ClientOptions
 from airflow_provider_runwatch.vendors.puffle import PUFFLE
+from tests.helpers import NO_RETRY
 
 pytestmark = [
     pytest.mark.anyio,
@@ -38,7 +39,6 @@ pytestmark = [
 
 GET = ApiRequest("GET", "/api/agent/chat/run_1", "GET /api/agent/chat/{runId}")
 POST = ApiRequest("POST", "/api/agent/chat", "POST /api/agent/chat", json={"message": "hi"})
-NO_RETRY = RetryPolicy(max_attempts=1)
 
 
 def ok(body: bytes = b'{"runId": "run_1", "status": "running"}', *, extra: str = "") -> bytes:
