@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 _HOME = tempfile.mkdtemp(prefix="runwatch-airflow-home-")
-DAGS_FOLDER = Path(__file__).parent / "dags"
+DAGS_FOLDER = Path(__file__).parent / "dag_files"
 os.environ["AIRFLOW_HOME"] = _HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_FOLDER)
