@@ -1,8 +1,8 @@
 """Test-wide setup.
 
-- A throwaway AIRFLOW_HOME on sqlite, set before anything imports Airflow; the DAGs folder is tests/dags.
+- A throwaway AIRFLOW_HOME on sqlite, set before anything imports Airflow; the DAGs folder is tests/dag_files.
 - The bundled emulator's pytest plugin: a real HTTP server on loopback, in its own process.
-- ``run_dag``: runs a DAG from tests/dags with ``dag.test()`` (real Airflow, triggers run in line) and
+- ``run_dag``: runs a DAG from tests/dag_files with ``dag.test()`` (real Airflow, triggers run in line) and
   returns task states, every XCom and the captured output, so tests assert on what Airflow recorded.
 """
 

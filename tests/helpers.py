@@ -143,7 +143,7 @@ def cancel_requests(emulator: EmulatorServer, run_id: str) -> list[dict[str, Any
 def runs_started_by(emulator: EmulatorServer, marker: str) -> list[str]:
     """Ids of every run the emulator created for ``marker``, whatever the vendor: the first word of the
     message/input (Puffle, Gumloop agents and sessions), or the flow/workflow id ``flow_<marker>`` /
-    ``wf_<marker>``. The DAGs in tests/dags/runwatch_test_lifecycle.py mark each task's runs so."""
+    ``wf_<marker>``. The DAGs in tests/dag_files/runwatch_test_lifecycle.py mark each task's runs so."""
     with httpx.Client(base_url=emulator.url, timeout=10, trust_env=False) as http:
         response = http.get("/_emulator/runs")
         response.raise_for_status()
@@ -205,7 +205,7 @@ def web_page_server(status: int = 404, body: bytes = b"<!DOCTYPE html><title>Not
 
 
 def run_lifecycle_dag(dag_runner: Callable[..., DagResult], emulator: EmulatorServer, dag_id: str) -> DagResult:
-    """Run one of the lifecycle DAGs (tests/dags/runwatch_test_lifecycle.py) once, GloriaMundo on a key of its
+    """Run one of the lifecycle DAGs (tests/dag_files/runwatch_test_lifecycle.py) once, GloriaMundo on a key of its
     own (its limits are per key), with the log's colour codes stripped for the assertions."""
     result = dag_runner(dag_id, extra_env=gloriamundo_key_env(emulator, dag_id), timeout=540)
     result.output = plain(result.output)

@@ -1,6 +1,6 @@
 """Test DAG: every GloriaMundo path through real Airflow against the emulator (scenarios in the inputs).
 
-Connections (set by tests/dag/test_gloriamundo_dag.py): ``gloriamundo_default`` with a 6-second budget
+Connections (set by tests/dag_runs/test_gloriamundo_dag.py): ``gloriamundo_default`` with a 6-second budget
 window matching the emulator's scaled one, and ``gm_bad_key`` holding a key the emulator refuses.
 """
 

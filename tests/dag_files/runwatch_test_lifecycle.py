@@ -1,6 +1,6 @@
 """Test DAGs: the run lifecycle through real Airflow, for every run kind in deferrable and blocking mode.
 
-Three DAGs from one file (one task per scenario x kind x mode; tests/dag/test_lifecycle*_dag.py read what
+Three DAGs from one file (one task per scenario x kind x mode; tests/dag_runs/test_lifecycle*_dag.py read what
 Airflow stored and what the emulator saw):
 
 - ``runwatch_test_lifecycle``: a retry after a simulated worker crash reattaches instead of starting a second

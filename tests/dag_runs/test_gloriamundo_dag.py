@@ -1,6 +1,6 @@
 """GloriaMundo through real Airflow: `airflow dags test` in a throwaway AIRFLOW_HOME, emulator over loopback.
 
-One DAG run (tests/dags/runwatch_test_gloriamundo.py) covers the deferrable and the blocking paths, both
+One DAG run (tests/dag_files/runwatch_test_gloriamundo.py) covers the deferrable and the blocking paths, both
 sensor modes, dynamic mapping with a cost total, and every documented error; each test reads what Airflow
 stored. The emulator's budget window and the connection's are both scaled from 60 s to 6 s, and the run
 must still see zero 429s that the provider caused.

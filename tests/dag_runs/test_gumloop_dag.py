@@ -1,6 +1,6 @@
 """Gumloop through real Airflow: `airflow dags test` in a throwaway AIRFLOW_HOME, emulator over loopback.
 
-One DAG run (tests/dags/runwatch_test_gumloop.py) covers every operator and sensor in both modes; each test reads
+One DAG run (tests/dag_files/runwatch_test_gumloop.py) covers every operator and sensor in both modes; each test reads
 what Airflow stored and what the emulator saw. While it runs, a thread plays the human who answers the approval
 the ``approval_wait`` task is waiting for.
 """

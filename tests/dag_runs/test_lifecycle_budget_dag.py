@@ -1,5 +1,5 @@
 """The transient-failure budget through real Airflow, for every run kind in deferrable and blocking mode
-(tests/dags/runwatch_test_lifecycle.py, DAG ``runwatch_test_lifecycle_budget``, run once for the module).
+(tests/dag_files/runwatch_test_lifecycle.py, DAG ``runwatch_test_lifecycle_budget``, run once for the module).
 
 Every task has ``max_consecutive_failures=2``: a burst of one 5xx is ridden out and the task returns the
 right answer; a burst of three ends the wait at the second failure, and the task fails naming the run.

@@ -1,4 +1,4 @@
-"""Retries through real Airflow (tests/dags/runwatch_test_lifecycle.py, DAG ``runwatch_test_lifecycle``, run
+"""Retries through real Airflow (tests/dag_files/runwatch_test_lifecycle.py, DAG ``runwatch_test_lifecycle``, run
 once for the module): a retry after a simulated worker crash reattaches to the run the first try started,
 for every run kind in deferrable and blocking mode, mapped tasks included. The emulator's request log
 proves that exactly one run was started; the answer is that run's.

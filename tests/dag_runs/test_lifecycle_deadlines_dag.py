@@ -1,4 +1,4 @@
-"""Deadlines and kills through real Airflow, for every run kind (tests/dags/runwatch_test_lifecycle.py,
+"""Deadlines and kills through real Airflow, for every run kind (tests/dag_files/runwatch_test_lifecycle.py,
 DAG ``runwatch_test_lifecycle_deadlines``, run once for the module):
 
 - ``timeout`` passes (deferrable and blocking): the task fails saying the run was still going, naming it; the

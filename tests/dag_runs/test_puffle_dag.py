@@ -1,6 +1,6 @@
 """Puffle through real Airflow: `airflow dags test` in a throwaway AIRFLOW_HOME, emulator over loopback.
 
-One DAG run (tests/dags/runwatch_test_puffle.py) covers every path; each test reads what Airflow stored.
+One DAG run (tests/dag_files/runwatch_test_puffle.py) covers every path; each test reads what Airflow stored.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Gumloop operators' own logic against the emulator, with a minimal task context (no metadata database):
-retry-safe sessions, approvals, listing windows. The full Airflow path is in tests/dag/test_gumloop_dag.py."""
+retry-safe sessions, approvals, listing windows. The full Airflow path is in tests/dag_runs/test_gumloop_dag.py."""
 
 from __future__ import annotations
 
