@@ -18,7 +18,7 @@ import httpx
 if TYPE_CHECKING:
     from airflow_provider_runwatch.core.network import Proxy
 
-__all__ = ["MAX_ANSWER_BYTES", "ProxyRefused", "connect_request", "origin_label", "parse_connect_answer"]
+__all__ = ["MAX_ANSWER_BYTES", "ProxyRefused", "connect_request", "origin_label", "parse_connect_answer", "refusal"]
 
 #: A proxy's answer to CONNECT is a status line and a few headers; more than this is not a proxy talking.
 MAX_ANSWER_BYTES = 64 * 1024
@@ -58,13 +58,20 @@ def parse_connect_answer(head: bytes, proxy: Proxy, host: str, port: int) -> Non
     """Return when the proxy opened the tunnel (2xx); raise :class:`ProxyRefused` saying why otherwise."""
     status_line = head.split(b"\r\n", 1)[0].decode("latin-1").strip()
     parts = status_line.split(" ", 2)
-    where = f"proxy {proxy.display} did not open a tunnel to {origin_label(host, port)}"
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise ProxyRefused(f"{where}: not an HTTP answer ({status_line[:80]!r})", transient=False)
+        raise ProxyRefused(
+            f"proxy {proxy.display} did not open a tunnel to {origin_label(host, port)}: not an HTTP answer "
+            f"({status_line[:80]!r})",
+            transient=False,
+        )
     status = int(parts[1])
-    reason = parts[2] if len(parts) > 2 else ""
-    if 200 <= status < 300:
-        return
+    if not 200 <= status < 300:
+        raise refusal(status, parts[2] if len(parts) > 2 else "", proxy, host, port)
+
+
+def refusal(status: int, reason: str, proxy: Proxy, host: str, port: int) -> ProxyRefused:
+    """The error for a proxy that answered CONNECT with ``status`` (both transports' answers end here)."""
+    where = f"proxy {proxy.display} did not open a tunnel to {origin_label(host, port)}"
     said = f"{status} {reason}".strip()
     if status == 407:
         fix = (
@@ -72,9 +79,9 @@ def parse_connect_answer(head: bytes, proxy: Proxy, host: str, port: int) -> Non
             if proxy.username is not None
             else "the proxy requires credentials; put them in the proxy URL (http://user:password@host:port)"
         )
-        raise ProxyRefused(f"{where} ({said}): {fix}", transient=False, status=status)
+        return ProxyRefused(f"{where} ({said}): {fix}", transient=False, status=status)
     if status == 403:
-        raise ProxyRefused(
+        return ProxyRefused(
             f"{where} ({said}): the proxy's policy forbids this destination; ask its operators to allow it",
             transient=False,
             status=status,
@@ -82,7 +89,7 @@ def parse_connect_answer(head: bytes, proxy: Proxy, host: str, port: int) -> Non
     # 5xx: the proxy failed (tinyproxy answers 500 when it cannot reach the origin); other 4xx: its refusal.
     transient = status >= 500
     hint = "; the proxy could not reach the vendor or is overloaded" if transient else ""
-    raise ProxyRefused(f"{where} ({said}){hint}", transient=transient, status=status)
+    return ProxyRefused(f"{where} ({said}){hint}", transient=transient, status=status)
 
 
 def unreachable(proxy: Proxy, host: str, port: int, exc: BaseException) -> ProxyRefused:
