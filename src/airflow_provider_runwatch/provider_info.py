@@ -34,7 +34,7 @@ NETWORK_FIELDS: dict[str, dict[str, Any]] = {
     },
     "cert": {
         "label": "Client certificate",
-        "description": 'Path of a PEM client certificate (with its key), or ["cert.pem", "key.pem"], for mTLS gateways.',
+        "description": 'Path of a PEM client certificate (with its key), or ["cert.pem", "key.pem"] (mTLS gateways).',
         "schema": {"type": ["string", "null"]},
     },
     "trust_env": {
