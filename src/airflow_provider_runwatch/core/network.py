@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from airflow_provider_runwatch.core import proxy as _proxy
 from airflow_provider_runwatch.core.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -49,7 +50,9 @@ __all__ = [
     "NetworkSettings",
     "Proxy",
     "TlsSettings",
+    "Failure",
     "describe_tls_failure",
+    "explain_failure",
     "network_settings",
     "no_proxy_matches",
     "parse_proxy_url",
@@ -493,3 +496,49 @@ def shorten_reason(text: str) -> str:
         start = text.find("[")
     piece = text[start:] if start != -1 else text
     return piece.split("(_ssl")[0].strip()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A network failure explained: ``kind`` "proxy" or "tls", the message, and whether a retry may help."""
+
+    kind: str
+    detail: str
+    transient: bool
+
+
+def _leading_status(text: str) -> int | None:
+    head = text.strip().split(" ", 1)[0]
+    return int(head) if head.isdigit() and len(head) == 3 else None
+
+
+def explain_failure(net: NetworkSettings, exc: BaseException, url: str) -> Failure | None:
+    """Proxy and TLS failures of a request to ``url`` explained the same way on every transport (the lean one
+    raises :class:`~.proxy.ProxyRefused`; httpx raises ``httpx.ProxyError("407 ...")`` and plain connect
+    errors); None for any other failure. A failure through a proxy always names the proxy."""
+    import httpx
+
+    parts = urlsplit(url)
+    scheme, host = parts.scheme, parts.hostname or ""
+    port = parts.port or DEFAULT_PORTS.get(scheme, 443)
+    if isinstance(exc, _proxy.ProxyRefused):
+        return Failure("proxy", str(exc), exc.transient)
+    text = f"{type(exc).__name__}: {exc}"
+    tls = describe_tls_failure(text, net, host)
+    if tls is not None:
+        return Failure("tls", tls, False)
+    chosen = net.proxy_for(scheme, host, port)
+    if chosen is None:
+        return None
+    if isinstance(exc, httpx.ProxyError):
+        status = _leading_status(str(exc))
+        if status is not None:
+            refused = _proxy.refusal(status, str(exc).strip()[4:], chosen, host, port)
+            return Failure("proxy", str(refused), refused.transient)
+        return Failure("proxy", str(_proxy.dropped(chosen, host, port)) + f" ({text})", True)
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return Failure("proxy", str(_proxy.unreachable(chosen, host, port, exc)), True)
+    if isinstance(exc, httpx.RemoteProtocolError) and scheme == "https" and "without sending" in str(exc):
+        # httpx's CONNECT got no answer: the proxy dropped the tunnel (the lean transport says ProxyRefused)
+        return Failure("proxy", str(_proxy.dropped(chosen, host, port)), True)
+    return None

@@ -18,6 +18,7 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec, settings_from_connection
 from airflow_provider_runwatch.core.errors import ConfigurationError, NotFoundError, RunwatchError
+from airflow_provider_runwatch.core.network import register_secrets
 from airflow_provider_runwatch.core.http import ApiClient, AsyncApiClient, Call, ClientOptions, RetryPolicy
 from airflow_provider_runwatch.provider_info import connection_form_widgets, ui_field_behaviour
 
@@ -58,6 +59,7 @@ class RunwatchHook(BaseHook):
             conn = self.get_connection(self.conn_id)
             self._settings = settings_from_connection(conn, self.vendor)
             _mask(self._settings.api_key)
+            register_secrets(self._settings.network)
         return self._settings
 
     async def aget_settings(self) -> ConnectionSettings:
