@@ -47,10 +47,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "Failure",
     "NetworkSettings",
     "Proxy",
     "TlsSettings",
-    "Failure",
     "describe_tls_failure",
     "explain_failure",
     "network_settings",

@@ -18,8 +18,8 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec, settings_from_connection
 from airflow_provider_runwatch.core.errors import ConfigurationError, NotFoundError, RunwatchError
-from airflow_provider_runwatch.core.network import register_secrets
 from airflow_provider_runwatch.core.http import ApiClient, AsyncApiClient, Call, ClientOptions, RetryPolicy
+from airflow_provider_runwatch.core.network import register_secrets
 from airflow_provider_runwatch.provider_info import connection_form_widgets, ui_field_behaviour
 
 if TYPE_CHECKING:
