@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_runwatch.core import clients
+from airflow_provider_runwatch.core import http
 from airflow_provider_runwatch.core.errors import RunwatchError, TransportError
 from airflow_provider_runwatch.core.http import RetryPolicy
 from airflow_provider_runwatch.emulator.server import EmulatorServer
 from airflow_provider_runwatch.hooks.gumloop import GumloopHook
 from airflow_provider_runwatch.hooks.puffle import PuffleHook
+from airflow_provider_runwatch.vendors import puffle
 from tests.conftest import SECRET_KEY
 from tests.network.fixtures import PROXY_PASSWORD
 from tests.network.infra import Pki, TinyProxy, free_port
@@ -51,7 +52,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(params=PATHS)
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "async-httpx":
-        monkeypatch.setattr(clients, "LEAN_TRANSPORT", False)
+        monkeypatch.setattr(http, "LEAN_TRANSPORT", False)
     return str(request.param)
 
 
@@ -110,12 +111,27 @@ def test_proxy_from_the_environment(
 def test_proxy_from_the_extra_tunnels_once_per_origin(
     path: str, monkeypatch: pytest.MonkeyPatch, proxy: TinyProxy, tls_emulator: EmulatorServer, pki: Pki
 ) -> None:
+    """Tunnels are pooled and kept alive: one client's start and five reads ride one CONNECT."""
     conn_id = connect(monkeypatch, tls_emulator, "net_extra_proxy", proxies=proxy.url, verify=str(pki.ca))
+    hook = PuffleHook(conn_id, retry=FAST)
+    start = puffle.start_chat("pooled [emulator: polls=3]")
     mark = proxy.mark()
-    roundtrip(path, conn_id)
-    opened = tunnels(proxy, mark, tls_emulator)
-    # start + read on one kept-alive tunnel (async: one asyncio.run, so one loop and one shared transport)
-    assert len(opened) == 1, proxy.requests_since(mark)
+    if path == "sync":
+        run_id = hook.call(start).runId
+        states = [hook.call(puffle.get_chat_run(run_id)).status for _ in range(5)]
+        hook.close()
+    else:
+
+        async def run() -> tuple[str, list[str]]:
+            async with hook.async_client() as client:
+                run_id = (await client.call(start)).runId
+                read = puffle.get_chat_run(run_id)
+                return run_id, [(await client.call(read)).status for _ in range(5)]
+
+        run_id, states = asyncio.run(run())
+    assert states[-1] == "completed"
+    assert len(tls_emulator.requests(run_id=run_id)) == 6
+    assert len(tunnels(proxy, mark, tls_emulator)) == 1, proxy.requests_since(mark)
 
 
 def test_trust_env_false_ignores_the_environment(
@@ -177,7 +193,7 @@ def test_proxy_auth_refused(
     conn_id = connect(monkeypatch, tls_emulator, "net_auth_bad", proxies=url, verify=str(pki.ca))
     error = failure(path, conn_id)
     text = str(error)
-    assert "407" in text and f"127.0.0.1:{auth_proxy.port}" in text, text
+    assert ("407" in text or "401" in text) and f"127.0.0.1:{auth_proxy.port}" in text, text
     assert f"127.0.0.1:{tls_emulator.url.rsplit(':', 1)[1]}" in text, text  # the origin
     assert ("credentials" in text) and "nope" not in text
     assert not error.transient

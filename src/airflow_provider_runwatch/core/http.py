@@ -8,7 +8,6 @@ functions (bundled as a :class:`Call`); only the two clients here touch the netw
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import os
@@ -32,13 +31,16 @@ from airflow_provider_runwatch.core.errors import (
     ConflictError,
     MalformedResponseError,
     NotFoundError,
+    ProxyError,
     RateLimitedError,
     ResponseTooLargeError,
     ServerError,
+    TlsError,
     TransportError,
     VendorAPIError,
     shorten,
 )
+from airflow_provider_runwatch.core.network import TlsSettings, context_for, explain_failure, ssl_context
 from airflow_provider_runwatch.core.redact import redact
 
 if TYPE_CHECKING:
@@ -228,11 +230,22 @@ def interpret(
 
 
 def _transport_error(settings: ConnectionSettings, request: ApiRequest, exc: httpx.HTTPError) -> TransportError:
+    where = {"vendor": settings.vendor.display_name, "endpoint": request.endpoint}
+    failure = explain_failure(settings.network, exc, settings.base_url)
+    if failure is not None and failure.kind == "tls":
+        return TlsError(detail=redact(failure.detail, settings.secrets), **where)
+    if failure is not None and failure.kind == "proxy":
+        return ProxyError(transient=failure.transient, detail=redact(failure.detail, settings.secrets), **where)
     reached = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-    detail = redact(f"{type(exc).__name__}: {exc}", (settings.api_key,))
-    return TransportError(
-        reached_server=reached, vendor=settings.vendor.display_name, endpoint=request.endpoint, detail=detail
-    )
+    detail = redact(failure.detail if failure is not None else f"{type(exc).__name__}: {exc}", settings.secrets)
+    return TransportError(reached_server=reached, detail=detail, **where)
+
+
+def _httpx_proxy(settings: ConnectionSettings) -> httpx.Proxy | None:
+    """The connection's proxy for its base URL, for httpx's own transports (``Proxy-Authorization`` from
+    the URL's credentials, CONNECT for https)."""
+    chosen = settings.network.proxy_for_url(settings.base_url)
+    return httpx.Proxy(chosen.url) if chosen is not None else None
 
 
 class _CappedBody:
@@ -294,12 +307,9 @@ class _LazyHeaders(Mapping[str, str]):
         return len(self._raw)
 
 
-@functools.cache
 def shared_ssl_context() -> ssl.SSLContext:
-    """One TLS context per process: building one costs ~20 ms of CPU and ~1 MiB, per client otherwise."""
-    import certifi
-
-    return ssl.create_default_context(cafile=certifi.where())
+    """The default TLS context (certifi's CAs), one per process: see :func:`~.network.ssl_context`."""
+    return ssl_context(TlsSettings())
 
 
 class Limiter(Protocol):
@@ -331,7 +341,9 @@ class ClientOptions:
             "headers": {"User-Agent": USER_AGENT, "Accept": "application/json", **self.headers},
             "timeout": self.timeout,
             "follow_redirects": False,
-            "verify": shared_ssl_context(),
+            # TLS trust and client certificate from the connection (core/network.py), one context per setting;
+            # the environment is read there, so httpx must not read it again.
+            "verify": context_for(settings.network),
             "trust_env": False,
         }
 
@@ -357,7 +369,7 @@ class ApiClient(_ClientBase):
 
     def __init__(self, settings: ConnectionSettings, options: ClientOptions) -> None:
         super().__init__(settings, options)
-        self._http = httpx.Client(**options.client_kwargs(settings))
+        self._http = httpx.Client(**options.client_kwargs(settings), proxy=_httpx_proxy(settings))
 
     def __enter__(self) -> ApiClient:
         return self
@@ -548,25 +560,31 @@ class AsyncApiClient(_ClientBase):
             return self._transport
         lean = _lean
         context = _ssl_context_for(self._verify)
+        proxy = self.settings.network.proxy_for_url(self.settings.base_url)
         use_lean = LEAN_TRANSPORT and lean.AVAILABLE
         if use_lean and SHARE_CONNECTIONS:
             by_key = _shared_transports.setdefault(asyncio.get_running_loop(), {})
-            key = (context, SHARED_MAX_CONNECTIONS, KEEPALIVE_EXPIRY)
+            key = (context, proxy, SHARED_MAX_CONNECTIONS, KEEPALIVE_EXPIRY)
             shared = by_key.get(key)
             if shared is None:
                 shared = by_key[key] = _SharedTransport(
                     lean.LeanTransport(
-                        ssl_context=context, max_connections=SHARED_MAX_CONNECTIONS, keepalive_expiry=KEEPALIVE_EXPIRY
+                        ssl_context=context,
+                        max_connections=SHARED_MAX_CONNECTIONS,
+                        keepalive_expiry=KEEPALIVE_EXPIRY,
+                        proxy=proxy,
                     )
                 )
             shared.users += 1
             self._shared = shared
             self._transport = shared.transport
         elif use_lean:
-            self._transport = lean.LeanTransport(ssl_context=context, keepalive_expiry=KEEPALIVE_EXPIRY)
+            self._transport = lean.LeanTransport(ssl_context=context, keepalive_expiry=KEEPALIVE_EXPIRY, proxy=proxy)
         else:
             # httpx's own transport (httpcore): one per client, since its pool does not scale when shared.
-            self._transport = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
+            self._transport = httpx.AsyncHTTPTransport(
+                verify=context, trust_env=False, proxy=_httpx_proxy(self.settings)
+            )
         return self._transport
 
     def _get_client(self) -> httpx.AsyncClient:
@@ -608,7 +626,7 @@ class AsyncApiClient(_ClientBase):
             if last is not None and last[0] is request:
                 prepared = last[1]
             else:
-                prepared = await _lean.prepare(self._build(request))
+                prepared = await _lean.prepare(self._build(request), transport.proxy)
                 if reuse:
                     self._last = (request, prepared)
             assert self._template is not None

@@ -528,6 +528,24 @@ def explain_failure(net: NetworkSettings, exc: BaseException, url: str) -> Failu
     if tls is not None:
         return Failure("tls", tls, False)
     chosen = net.proxy_for(scheme, host, port)
+    if (
+        chosen is not None
+        and isinstance(exc, httpx.RemoteProtocolError)
+        and scheme == "https"
+        and "without sending a response" in str(exc)
+    ):
+        # httpx's CONNECT got no answer: the proxy dropped the tunnel (the lean transport says ProxyRefused)
+        return Failure("proxy", str(_proxy.dropped(chosen, host, port)), True)
+    if scheme == "https" and _closed_silently(exc, text) and not isinstance(exc, httpx.ProxyError):
+        # An mTLS server that refuses a certificate may close without a TLS alert (asyncio servers do): the
+        # client cannot tell it from a dropped connection, so say what it may be, and keep it retryable.
+        if net.tls.certfile is None:
+            hint = f"if {host} requires a TLS client certificate, set the connection extra 'cert'"
+        else:
+            hint = f"{host} may have refused the TLS client certificate from extra 'cert'"
+        return Failure(
+            "hint", f"{text.rstrip(': ')}: the server closed the TLS connection without answering; {hint}", True
+        )
     if chosen is None:
         return None
     if isinstance(exc, httpx.ProxyError):
@@ -538,7 +556,13 @@ def explain_failure(net: NetworkSettings, exc: BaseException, url: str) -> Failu
         return Failure("proxy", str(_proxy.dropped(chosen, host, port)) + f" ({text})", True)
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
         return Failure("proxy", str(_proxy.unreachable(chosen, host, port, exc)), True)
-    if isinstance(exc, httpx.RemoteProtocolError) and scheme == "https" and "without sending" in str(exc):
-        # httpx's CONNECT got no answer: the proxy dropped the tunnel (the lean transport says ProxyRefused)
-        return Failure("proxy", str(_proxy.dropped(chosen, host, port)), True)
     return None
+
+
+def _closed_silently(exc: BaseException, text: str) -> bool:
+    import httpx
+
+    if not isinstance(exc, (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError)):
+        return False
+    message = str(exc).strip()
+    return not message or "EOF" in text or "without sending" in message or "reset by peer" in message

@@ -73,7 +73,7 @@ def refusal(status: int, reason: str, proxy: Proxy, host: str, port: int) -> Pro
     """The error for a proxy that answered CONNECT with ``status`` (both transports' answers end here)."""
     where = f"proxy {proxy.display} did not open a tunnel to {origin_label(host, port)}"
     said = f"{status} {reason}".strip()
-    if status == 407:
+    if status in (401, 407):  # tinyproxy answers 401 to wrong credentials, 407 to none
         fix = (
             "the proxy rejected the credentials in the proxy URL; check user and password"
             if proxy.username is not None

@@ -12,8 +12,10 @@ When ``httptools`` is missing, :data:`AVAILABLE` is False and the clients use ht
 Behaviour:
 
 - HTTP/1.1 keep-alive, one request per connection at a time, ``http`` and ``https`` (a given
-  :class:`ssl.SSLContext`, SNI and hostname checks by :mod:`ssl`); no proxies, no HTTP/2, no redirects (the
-  caller sees 3xx answers as they are);
+  :class:`ssl.SSLContext`, SNI and hostname checks by :mod:`ssl`); no HTTP/2, no redirects (the caller sees
+  3xx answers as they are);
+- an optional HTTP proxy (:mod:`~airflow_provider_runwatch.core.tunnel`): ``CONNECT`` tunnels for ``https``
+  origins, pooled and kept alive like direct connections, absolute-form requests for ``http`` ones;
 - the pool per origin is O(1) per request: a LIFO of idle connections, a FIFO of waiters, at most
   ``max_connections``; connections are opened on demand, so a pool shared by every trigger of a loop holds as
   many connections as there are requests in flight, not one per trigger;
@@ -37,8 +39,12 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from airflow_provider_runwatch.core import tunnel as _tunnel
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from airflow_provider_runwatch.core.network import Proxy
 
 try:
     import httptools  # type: ignore[import-untyped,unused-ignore]
@@ -347,23 +353,15 @@ class _Pool:
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> _Connection:
         tls = self.owner.ssl_context if self.scheme == "https" else None
-        try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _Connection(loop, self.owner.watchdog(loop)),
-                    self.host,
-                    self.port,
-                    ssl=tls,
-                    server_hostname=self.host if tls is not None else None,
-                    ssl_handshake_timeout=timeout if tls is not None else None,
-                ),
-                timeout,
-            )
-        except asyncio.TimeoutError:
-            raise httpx.ConnectTimeout(f"connecting to {self.host}:{self.port} timed out") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from None
-        return conn
+        return await _tunnel.open_connection(
+            loop,
+            lambda: _Connection(loop, self.owner.watchdog(loop)),
+            self.host,
+            self.port,
+            tls=tls,
+            proxy=self.owner.proxy,
+            timeout=timeout,
+        )
 
     def release(self, conn: _Connection, reusable: bool) -> None:
         conn.busy = False
@@ -440,10 +438,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 256,
         keepalive_expiry: float = 60.0,
+        proxy: Proxy | None = None,
     ) -> None:
         if not AVAILABLE:  # pragma: no cover
             raise RuntimeError("LeanTransport needs httptools")
         self.ssl_context = ssl_context
+        #: Every connection goes through this HTTP proxy (core/tunnel.py): pools are then per (proxy, origin).
+        self.proxy = proxy
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
         self._pools: dict[tuple[str, str, int], _Pool] = {}
@@ -470,7 +471,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         the caller's size cap sees it, and the connection is back in the pool already), else a streaming
         :class:`httpx.Response`. :meth:`handle_async_request` is the httpx interface over this."""
         timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
-        return await self.exchange_prepared(await prepare(request), timeouts, request)
+        return await self.exchange_prepared(await prepare(request, self.proxy), timeouts, request)
 
     async def exchange_prepared(
         self, prepared: Prepared, timeouts: dict[str, Any], request: httpx.Request | None = None
@@ -534,9 +535,10 @@ def _encoded(headers: list[tuple[bytes, bytes]]) -> bool:
 Prepared = tuple[bytes, tuple[str, str, int], bool]
 
 
-async def prepare(request: httpx.Request) -> Prepared:
+async def prepare(request: httpx.Request, proxy: Proxy | None = None) -> Prepared:
     """``request`` as bytes for the wire, with its origin. A bodiless GET's are kept in its extensions, so a
-    request sent again (every poll) is prepared once."""
+    request sent again (every poll) is prepared once. Through a ``proxy``, an ``http`` request is in absolute
+    form with ``Proxy-Authorization`` (an ``https`` one goes through a tunnel as it is)."""
     cached = request.extensions.get("runwatch_wire")
     if cached is not None:
         return cached  # type: ignore[no-any-return]
@@ -545,7 +547,12 @@ async def prepare(request: httpx.Request) -> Prepared:
     if scheme not in _DEFAULT_PORTS:
         raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
     key = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
-    parts = [request.method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\n"]
+    target = url.raw_path
+    if proxy is not None and scheme == "http":
+        target = f"http://{url.netloc.decode('ascii')}".encode("ascii") + url.raw_path
+    parts = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
+    if proxy is not None and scheme == "http":
+        parts.append(_tunnel.forward_headers(proxy))
     for name, value in request.headers.raw:
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
