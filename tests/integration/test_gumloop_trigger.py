@@ -17,7 +17,7 @@ from tests.helpers import first_event, rehydrate
 
 pytestmark = pytest.mark.anyio
 
-EVENT_KEYS = {"status", "vendor", "run_id", "state", "vendor_state", "message", "deadline"}
+EVENT_KEYS = {"status", "vendor", "run_id", "state", "vendor_state", "message"}
 
 
 def options(run_id: str, **kw: object) -> dict[str, object]:
@@ -156,7 +156,7 @@ async def test_deadline_and_not_found(secret_connections: dict[str, str]) -> Non
     run_id = session("never [emulator: polls=never]")
     deadline = time.time() + 1.0
     event = await first_event(GumloopSessionTrigger(**options(run_id, deadline=deadline)))  # type: ignore[arg-type]
-    assert event["status"] == "timeout" and event["deadline"] == pytest.approx(deadline)
+    assert event["status"] == "timeout" and deadline <= time.time() < deadline + 1.0
     GumloopHook().cancel_session(run_id)
     missing = await first_event(GumloopSessionTrigger(**options("sess_missing")))  # type: ignore[arg-type]
     assert missing["status"] == "error" and "session_not_found" in str(missing["message"])

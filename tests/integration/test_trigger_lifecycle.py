@@ -62,10 +62,11 @@ async def test_deadline_survives_recreation_from_serialized_kwargs(
     waiting.cancel()  # the triggerer dies ...
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    event = await first_event(rehydrate(first))  # ... and a new one rebuilds the trigger from its kwargs
+    second = rehydrate(first)  # ... and a new one rebuilds the trigger from its kwargs
+    assert second.deadline == pytest.approx(deadline)
+    event = await first_event(second)
     fired = time.time()
     assert (event["status"], event["run_id"]) == ("timeout", run_id)
-    assert event["deadline"] == pytest.approx(deadline)
     assert str(event["message"]).startswith("deadline passed while the run was still going")
     # A fresh timeout counted from the re-creation would fire 1.5 s after the original deadline.
     assert deadline <= fired < deadline + 1.0

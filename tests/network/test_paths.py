@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_runwatch.core import http
+from airflow_provider_runwatch.core import shared_transport
 from airflow_provider_runwatch.core.errors import RunwatchError, TransportError
 from airflow_provider_runwatch.core.http import RetryPolicy
 from airflow_provider_runwatch.emulator.server import EmulatorServer
@@ -52,7 +52,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(params=PATHS)
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "async-httpx":
-        monkeypatch.setattr(http, "LEAN_TRANSPORT", False)
+        monkeypatch.setattr(shared_transport, "LEAN_TRANSPORT", False)
     return str(request.param)
 
 

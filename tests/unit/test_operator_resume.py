@@ -69,6 +69,23 @@ def test_unexpected_events_are_clear_errors(
     assert str(info.value).startswith(f"{what} {run_id}: ")
 
 
+class _NoXCom:
+    def xcom_push(self, key: str, value: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "run_id", "what"), RESUMABLE, ids=[c[0].__name__ for c in RESUMABLE])
+def test_an_event_of_the_previous_release_with_its_deadline_is_still_read(
+    cls: type[Any], kwargs: dict[str, Any], run_id: str, what: str
+) -> None:
+    """A deferred task resumed across an upgrade gets an event with ``deadline`` (no longer sent)."""
+    event = {"status": "cancelled", "vendor": "V", "run_id": run_id, "message": "boom", "deadline": 1.0}
+    task = cls(task_id="t", **kwargs)
+    with pytest.raises(RunFailedError) as info:
+        task.execute_complete(context={"ti": _NoXCom()}, event=event, run_id=run_id)
+    assert "malformed" not in str(info.value) and "boom" in str(info.value)
+
+
 def test_failure_event_is_one_line_with_what_to_do() -> None:
     pushed: dict[str, Any] = {}
 

@@ -16,7 +16,7 @@ from airflow_provider_runwatch.core.errors import (
 )
 from airflow_provider_runwatch.core.http import RetryPolicy
 from airflow_provider_runwatch.core.models import RunEvent, RunState, RunStatus
-from airflow_provider_runwatch.core.polling import Poller, WaitOptions, watch_sync
+from airflow_provider_runwatch.core.polling import Poller, WaitOptions, event_for, outcome_of, watch_sync
 
 
 class Clock:
@@ -150,7 +150,6 @@ def test_deadline_fires_at_the_absolute_time_not_later() -> None:
     assert event.status == "timeout"
     assert clock.now == pytest.approx(1_025.0)
     assert "still going" in event.message
-    assert event.deadline == 1_025.0
     assert calls >= 2
 
 
@@ -178,3 +177,29 @@ def test_event_is_small_and_strict() -> None:
     assert len(event.message) <= 1000
     with pytest.raises(ValueError, match="extra"):
         RunEvent.model_validate({"status": "success", "vendor": "P", "run_id": "r", "api_key": "k"})
+
+
+@pytest.mark.parametrize(
+    ("state", "stop_on_paused", "expected"),
+    [
+        (RunState.QUEUED, True, None),
+        (RunState.RUNNING, True, None),
+        (RunState.SUCCEEDED, True, "success"),
+        (RunState.FAILED, True, "failed"),
+        (RunState.CANCELLED, True, "cancelled"),
+        (RunState.PAUSED, True, "paused"),
+        (RunState.PAUSED, False, None),
+    ],
+)
+def test_one_decision_from_a_status_to_an_outcome(state: RunState, stop_on_paused: bool, expected: str | None) -> None:
+    """The poller, the sensors' poke and the operators' reattachment all use ``outcome_of``: the poller's
+    event for a status is the one ``event_for`` builds from it."""
+    clock = Clock()
+    seen = status(state, error="boom" if state is RunState.FAILED else None)
+    assert outcome_of(seen, stop_on_paused=stop_on_paused) == expected
+    decided = poller(clock, stop_on_paused=stop_on_paused).after_status(seen)
+    if expected is None:
+        assert isinstance(decided, float)
+    else:
+        assert isinstance(decided, RunEvent)
+        assert decided == event_for(seen, expected, "" if expected == "success" else None)

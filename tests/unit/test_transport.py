@@ -19,7 +19,7 @@ import httpx
 import pytest
 import trustme
 
-from airflow_provider_runwatch.core import http as rw_http
+from airflow_provider_runwatch.core import shared_transport
 from airflow_provider_runwatch.core import transport as lean
 from airflow_provider_runwatch.core.connection import ConnectionSettings
 from airflow_provider_runwatch.core.errors import (
@@ -127,11 +127,11 @@ async def test_clients_of_one_loop_share_connections_and_the_last_close_ends_the
         for client in clients:
             await client.send(GET)
         assert server.connections == 1, "sequential polls of 20 clients ride one shared connection"
-        shared = next(iter(rw_http._shared_transports[asyncio.get_running_loop()].values()))
+        shared = next(iter(shared_transport._shared[asyncio.get_running_loop()].values()))
         assert shared.users == 20
         for client in clients:
             await client.aclose()
-        assert not rw_http._shared_transports.get(asyncio.get_running_loop())
+        assert not shared_transport._shared.get(asyncio.get_running_loop())
 
 
 async def test_concurrent_requests_open_connections_on_demand() -> None:
@@ -143,7 +143,7 @@ async def test_concurrent_requests_open_connections_on_demand() -> None:
 
 
 async def test_per_client_transports_when_sharing_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rw_http, "SHARE_CONNECTIONS", False)
+    monkeypatch.setattr(shared_transport, "SHARE_CONNECTIONS", False)
     async with serve(lambda request, n: ok()) as server:
         for _ in range(3):
             async with client_for(server) as client:
@@ -271,7 +271,7 @@ async def test_read_timeout_and_connect_error() -> None:
 
 
 async def test_pool_limit_queues_then_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rw_http, "SHARED_MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(shared_transport, "SHARED_MAX_CONNECTIONS", 2)
     async with serve(lambda request, n: ok()) as server:
         server.delay = 0.1
         async with client_for(server) as client:
@@ -297,25 +297,16 @@ async def test_cancelled_poll_leaves_the_pool_usable() -> None:
             assert (await client.send(GET))["status"] == "running"
 
 
-async def test_event_hooks_in_client_options_go_through_httpx_client() -> None:
-    seen: list[int] = []
-
-    async def hook(response: httpx.Response) -> None:
-        seen.append(response.status_code)
-
-    class HookOptions(ClientOptions):
-        def client_kwargs(self, settings: ConnectionSettings) -> dict[str, object]:
-            return {**super().client_kwargs(settings), "event_hooks": {"response": [hook]}}
-
-    async with serve(lambda request, n: ok()) as server:
-        settings = ConnectionSettings(
-            vendor=PUFFLE, conn_id="p", base_url=f"http://127.0.0.1:{server.port}", api_key="pk"
-        )
-        async with AsyncApiClient(settings, HookOptions(retry=NO_RETRY)) as client:
-            assert (await client.send(GET))["status"] == "running"
-            assert (await client.send(GET))["status"] == "running"
-        assert seen == [200, 200]
-        assert server.connections == 1, "the httpx client rides the shared lean transport"
+async def test_a_small_json_error_body_is_kept_on_the_error() -> None:
+    """Vendor hints that need more than the message (GloriaMundo's spend-limit reset) read ``error.body``,
+    on the async path as on the blocking one, without a second way of sending."""
+    body = b'{"error": "spend_limit_exceeded", "resets_at": "2026-12-02T00:00:00Z"}'
+    answer = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    async with serve(lambda request, n: answer % (len(body), body)) as server, client_for(server) as client:
+        with pytest.raises(RateLimitedError) as caught:
+            await client.send(GET)
+    assert caught.value.body == {"error": "spend_limit_exceeded", "resets_at": "2026-12-02T00:00:00Z"}
+    assert caught.value.detail == "spend_limit_exceeded"
 
 
 async def test_handle_async_request_is_a_plain_httpx_transport() -> None:
@@ -340,7 +331,7 @@ async def test_base_url_path_is_kept() -> None:
 
 
 async def test_httpx_transport_when_lean_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rw_http, "LEAN_TRANSPORT", False)
+    monkeypatch.setattr(shared_transport, "LEAN_TRANSPORT", False)
     async with serve(lambda request, n: ok()) as server, client_for(server) as client:
         assert isinstance(client._get_transport(), httpx.AsyncHTTPTransport)
         assert (await client.send(GET))["status"] == "running"
@@ -413,3 +404,18 @@ async def test_an_unverified_server_never_sees_the_request_or_the_key(
         assert info.value.reached_server is False, "a failed handshake is a connect failure: safe to retry a start"
         assert server.requests == [], "nothing, the API key included, was sent to an unverified server"
         assert "pk_tls_secret" not in str(info.value)
+
+
+async def test_a_connection_moves_only_along_its_state_table() -> None:
+    """After an answer the pooled connection is IDLE again; a move outside the table is refused loudly."""
+    async with serve(lambda request, n: ok()) as server, client_for(server) as client:
+        await client.send(GET)
+        transport = client._get_transport()
+        assert isinstance(transport, lean.LeanTransport)
+        (pool,) = transport._pools.values()
+        (conn,) = pool.idle
+        assert conn.state is lean.Exchange.IDLE and not conn.head_done and not conn.complete
+        with pytest.raises(RuntimeError, match="idle -> body: not a valid move"):
+            conn._to(lean.Exchange.BODY)
+        await client.send(GET)
+        assert pool.idle == [conn] and conn.state is lean.Exchange.IDLE, "reused, and idle again"

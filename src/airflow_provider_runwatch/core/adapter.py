@@ -1,7 +1,7 @@
 """The per-vendor, per-run-kind contract that lets one polling core, one trigger, one operator and one
 sensor base serve every vendor.
 
-An adapter is pure (sans-I/O): it builds :class:`~airflow_provider_runwatch.core.http.Call` objects and
+An adapter is pure (sans-I/O): it builds :class:`~airflow_provider_runwatch.core.calls.Call` objects and
 parses answers; hooks execute them with the sync or the async client.
 """
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from airflow_provider_runwatch.core.calls import Call
     from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec
-    from airflow_provider_runwatch.core.http import Call
     from airflow_provider_runwatch.core.models import RunStatus, RunSummary
 
 

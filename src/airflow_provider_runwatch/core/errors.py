@@ -8,6 +8,8 @@ carries the API key: messages are built from parts we choose, and vendor text is
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.sdk.exceptions import AirflowException
 
 #: Longest vendor error text kept in an exception or a trigger event.
@@ -44,12 +46,15 @@ class VendorAPIError(RunwatchError):
         status_code: int | None = None,
         detail: str = "",
         retry_after: float | None = None,
+        body: Any = None,
     ) -> None:
         self.vendor = vendor
         self.endpoint = endpoint
         self.http_status = status_code
         self.detail = shorten(detail) if detail else ""
         self.retry_after = retry_after
+        #: The decoded JSON error body when it was small (for vendor hints); never shown as it is.
+        self.body = body
         super().__init__(self.describe())
 
     def describe(self) -> str:

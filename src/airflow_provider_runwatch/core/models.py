@@ -120,7 +120,6 @@ class RunEvent(BaseModel):
     state: RunState | None = None
     vendor_state: str | None = None
     message: str = ""
-    deadline: float | None = None
 
     @field_validator("message")
     @classmethod

@@ -16,10 +16,42 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_runwatch.core.errors import RunwatchError, VendorAPIError, shorten
-from airflow_provider_runwatch.core.http import RetryPolicy
-from airflow_provider_runwatch.core.models import RunEvent, RunState, RunStatus
+from airflow_provider_runwatch.core.models import EventStatus, RunEvent, RunState, RunStatus
+from airflow_provider_runwatch.core.retry import RetryPolicy
 
 Clock = Callable[[], float]
+
+#: The outcome a run state ends a wait with; states not listed keep the wait going (paused: see
+#: :func:`outcome_of`).
+_OUTCOMES: dict[RunState, EventStatus] = {
+    RunState.SUCCEEDED: "success",
+    RunState.FAILED: "failed",
+    RunState.CANCELLED: "cancelled",
+    RunState.PAUSED: "paused",
+}
+
+
+def outcome_of(status: RunStatus, *, stop_on_paused: bool = True) -> EventStatus | None:
+    """How a status ends the wait (``success``, ``failed``, ...), or ``None`` while the run goes on.
+
+    The one decision from a status to an outcome: the pollers, the sensors' poke and the operators'
+    reattachment all ask it.
+    """
+    if status.state is RunState.PAUSED and not stop_on_paused:
+        return None
+    return _OUTCOMES.get(status.state)
+
+
+def event_for(status: RunStatus, outcome: EventStatus, message: str | None = None) -> RunEvent:
+    """The event that reports ``status`` ended with ``outcome`` (the run's own error text by default)."""
+    return RunEvent(
+        status=outcome,
+        vendor=status.vendor,
+        run_id=status.run_id,
+        state=status.state,
+        vendor_state=status.vendor_state,
+        message=shorten((status.error or "") if message is None else message, 1000),
+    )
 
 
 @dataclass(frozen=True)
@@ -78,14 +110,9 @@ class Poller:
         self.failures = 0
         self.last = status
         self._log_change(status)
-        if status.state is RunState.SUCCEEDED:
-            return self._event("success")
-        if status.state is RunState.FAILED:
-            return self._event("failed", status.error or "")
-        if status.state is RunState.CANCELLED:
-            return self._event("cancelled", status.error or "")
-        if status.state is RunState.PAUSED and self.options.stop_on_paused:
-            return self._event("paused", status.error or "")
+        outcome = outcome_of(status, stop_on_paused=self.options.stop_on_paused)
+        if outcome is not None:
+            return self._event(outcome, "" if outcome == "success" else status.error or "")
         return self._bounded(self.options.poll_interval)
 
     def finish_on_error(self, error: BaseException) -> RunEvent:
@@ -118,15 +145,14 @@ class Poller:
         return self._bounded(delay)
 
     # -- helpers --------------------------------------------------------------------------------------
-    def _event(self, status: str, message: str = "") -> RunEvent:
+    def _event(self, status: EventStatus, message: str = "") -> RunEvent:
         return RunEvent(
-            status=status,  # type: ignore[arg-type]
+            status=status,
             vendor=self.vendor,
             run_id=self.run_id,
             state=self.last.state if self.last else None,
             vendor_state=self.last.vendor_state if self.last else None,
             message=shorten(message, 1000),
-            deadline=self.options.deadline,
         )
 
     def _log_change(self, status: RunStatus) -> None:

@@ -16,12 +16,16 @@ Behaviour:
   3xx answers as they are);
 - an optional HTTP proxy (:mod:`~airflow_provider_runwatch.core.tunnel`): ``CONNECT`` tunnels for ``https``
   origins, pooled and kept alive like direct connections, absolute-form requests for ``http`` ones;
-- the pool per origin is O(1) per request: a LIFO of idle connections, a FIFO of waiters, at most
-  ``max_connections``; connections are opened on demand, so a pool shared by every trigger of a loop holds as
-  many connections as there are requests in flight, not one per trigger;
+- the pool per origin (:mod:`~airflow_provider_runwatch.core.pool`) is O(1) per request: a LIFO of idle
+  connections, a FIFO of waiters, at most ``max_connections``; connections are opened on demand, so a pool
+  shared by every trigger of a loop holds as many connections as there are requests in flight;
+- a connection's exchange is an explicit state (:class:`Exchange`: idle, awaiting, head, body, complete) that
+  moves only along :data:`_TRANSITIONS`, beside whether its socket is closed;
 - httpx's timeouts from ``request.extensions["timeout"]``: ``connect`` (TCP + TLS), ``read`` (between two
   arrivals of bytes), ``write`` (a blocked send), ``pool`` (waiting for a free connection); each raises the
-  httpx exception of that name and discards the connection;
+  httpx exception of that name and discards the connection. Two mechanisms on purpose: the read timeout, paid
+  on every poll, is a deadline one watchdog per transport checks (see :meth:`_Connection.wait`); the others
+  (a new connection, a blocked send, a full pool) are rare and use a timer each;
 - a reused connection the server closed while idle is detected when it closes (``connection_lost``), and a GET
   that finds its reused connection closed before any byte of answer is re-sent once on a new connection
   (the usual keep-alive race); any other request sees :class:`httpx.RemoteProtocolError`;
@@ -33,15 +37,19 @@ Behaviour:
 from __future__ import annotations
 
 import asyncio
-import ssl
+import enum
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
 from airflow_provider_runwatch.core import tunnel as _tunnel
+from airflow_provider_runwatch.core.pool import Pool
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import AsyncIterator
 
     from airflow_provider_runwatch.core.network import Proxy
@@ -58,8 +66,6 @@ _READ_HIGH_WATER = 256 * 1024
 _MAX_HEAD_BYTES = 256 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _EXTENSIONS = {"http_version": b"HTTP/1.1"}
-#: Lever: return answers that arrived whole with their head without streaming them (see exchange).
-EAGER_SMALL_BODIES = True
 #: How often pending read deadlines are checked: a read timeout fires up to this late.
 WATCHDOG_PERIOD = 0.1
 
@@ -70,6 +76,32 @@ def _closed() -> httpx.RemoteProtocolError:
 
 class _Stale(Exception):
     """A reused connection turned out closed before any byte of the answer arrived."""
+
+
+class Exchange(enum.Enum):
+    """Where a connection's current request/answer exchange stands (as h11's per-side states, for the one
+    side this client reads). Whether the socket is still open is separate (``closed``): a body delimited by
+    the close is COMPLETE on a closed connection."""
+
+    IDLE = "idle"  # no request: in the pool, or just opened
+    AWAITING = "awaiting"  # request (being) sent, no byte of the answer yet
+    HEAD = "head"  # bytes of the answer's head arrived (or of a 1xx, whose real answer follows)
+    BODY = "body"  # the head is complete; the body is arriving
+    COMPLETE = "complete"  # the whole answer arrived
+
+
+#: The only moves an exchange makes; anything else is a bug in this module, not the server's fault.
+_TRANSITIONS = frozenset(
+    {
+        (Exchange.IDLE, Exchange.AWAITING),
+        (Exchange.COMPLETE, Exchange.AWAITING),  # the next request on a kept-alive connection
+        (Exchange.AWAITING, Exchange.HEAD),
+        (Exchange.AWAITING, Exchange.BODY),  # the head is parsed without a separate arrival
+        (Exchange.HEAD, Exchange.BODY),
+        (Exchange.BODY, Exchange.COMPLETE),
+        *((state, Exchange.IDLE) for state in Exchange),  # released to the pool, or discarded
+    }
+)
 
 
 class _Connection(asyncio.Protocol):
@@ -84,15 +116,12 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.reused = False
         # current exchange
-        self.busy = False
+        self.state = Exchange.IDLE
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.head_bytes = 0
-        self.received = False
-        self.head_done = False
-        self.complete = False
         self.keep_alive = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
@@ -105,11 +134,14 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if not self.busy:  # bytes nobody asked for (a 408 before an idle close, garbage): unusable
+        state = self.state
+        if state is Exchange.IDLE or state is Exchange.COMPLETE:
+            # bytes nobody asked for (a 408 before an idle close, garbage): unusable
             self.close()
             return
-        self.received = True
-        if not self.head_done:
+        if state is Exchange.AWAITING:
+            self._to(Exchange.HEAD)
+        if state is not Exchange.BODY:
             self.head_bytes += len(data)
             if self.head_bytes > _MAX_HEAD_BYTES:
                 self._fail(httpx.RemoteProtocolError(f"response head larger than {_MAX_HEAD_BYTES} bytes"))
@@ -126,10 +158,12 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.busy and not self.complete and self.error is None:
-            if self.head_done and self._close_delimited():
-                self.complete, self.keep_alive = True, False  # a body delimited by the close itself
-            elif not self.received and self.reused:
+        state = self.state
+        if state is not Exchange.IDLE and state is not Exchange.COMPLETE and self.error is None:
+            if state is Exchange.BODY and self._close_delimited():
+                self._to(Exchange.COMPLETE)  # a body delimited by the close itself
+                self.keep_alive = False
+            elif state is Exchange.AWAITING and self.reused:
                 self.error = _Stale()
             else:
                 self.error = _closed() if exc is None else httpx.ReadError(f"{type(exc).__name__}: {exc}")
@@ -154,7 +188,7 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         if self.status >= 200:
-            self.head_done = True
+            self._to(Exchange.BODY)
             self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -170,11 +204,24 @@ class _Connection(asyncio.Protocol):
             self.headers = []
             self.head_bytes = 0
             return
-        self.complete = True
+        self._to(Exchange.COMPLETE)
         self.keep_alive = self.parser.should_keep_alive()
         self._wake()
 
     # -- used by the transport -------------------------------------------------------------------------------
+    def _to(self, state: Exchange) -> None:
+        if (self.state, state) not in _TRANSITIONS:
+            raise RuntimeError(f"connection state {self.state.value} -> {state.value}: not a valid move")
+        self.state = state
+
+    @property
+    def head_done(self) -> bool:
+        return self.state is Exchange.BODY or self.state is Exchange.COMPLETE
+
+    @property
+    def complete(self) -> bool:
+        return self.state is Exchange.COMPLETE
+
     def _close_delimited(self) -> bool:
         for name, value in self.headers:
             lowered = name.lower()
@@ -203,13 +250,18 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def reset(self) -> None:
-        self.busy = True
+        """A new exchange on this connection: forget the last answer."""
+        self._to(Exchange.AWAITING)
         self.status = 0
         self.headers = []
         self.chunks.clear()
         self.buffered = self.head_bytes = 0
-        self.received = self.head_done = self.complete = self.keep_alive = False
+        self.keep_alive = False
         self.error = None
+
+    def release(self) -> None:
+        """The exchange is over for the caller: the connection goes back to the pool or is discarded."""
+        self._to(Exchange.IDLE)
 
     async def write(self, data: bytes, timeout: float | None) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():
@@ -299,104 +351,8 @@ def _expire(future: asyncio.Future[None], kind: type[httpx.TimeoutException]) ->
         future.set_exception(kind("timed out"))
 
 
-class _Pool:
-    """Connections to one origin: idle ones reused last-in first-out, waiters served first-in first-out."""
-
-    def __init__(self, transport: LeanTransport, scheme: str, host: str, port: int) -> None:
-        self.owner = transport
-        self.scheme, self.host, self.port = scheme, host, port
-        self.idle: list[_Connection] = []
-        self.count = 0
-        self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
-
-    async def acquire(self, loop: asyncio.AbstractEventLoop, timeouts: dict[str, Any]) -> _Connection:
-        now = loop.time()
-        expiry = self.owner.keepalive_expiry
-        while self.idle:
-            conn = self.idle.pop()
-            if conn.closed or now - conn.idle_since > expiry:
-                conn.close()
-                self.count -= 1
-                continue
-            conn.reused = True
-            return conn
-        if self.count >= self.owner.max_connections:
-            handed = await self._wait_turn(loop, timeouts.get("pool"))
-            if handed is not None:
-                handed.reused = True
-                return handed
-        self.count += 1
-        try:
-            return await self._connect(loop, timeouts.get("connect"))
-        except BaseException:
-            self.count -= 1
-            self._wake_one(None)
-            raise
-
-    async def _wait_turn(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> _Connection | None:
-        waiter: asyncio.Future[_Connection | None] = loop.create_future()
-        self.waiters.append(waiter)
-        timer = None if timeout is None else loop.call_later(timeout, _expire_pool, waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                conn = waiter.result()  # handed over just as we were cancelled: pass it on
-                if conn is not None:
-                    self.release(conn, reusable=True)
-                else:
-                    self._wake_one(None)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-    async def _connect(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> _Connection:
-        tls = self.owner.ssl_context if self.scheme == "https" else None
-        return await _tunnel.open_connection(
-            loop,
-            lambda: _Connection(loop, self.owner.watchdog(loop)),
-            self.host,
-            self.port,
-            tls=tls,
-            proxy=self.owner.proxy,
-            timeout=timeout,
-        )
-
-    def release(self, conn: _Connection, reusable: bool) -> None:
-        conn.busy = False
-        if reusable and not conn.closed:
-            conn.idle_since = conn.loop.time()
-            if self._wake_one(conn):
-                return
-            self.idle.append(conn)
-            return
-        conn.close()
-        self.count -= 1
-        self._wake_one(None)
-
-    def _wake_one(self, conn: _Connection | None) -> bool:
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(conn)  # a connection, or None: open one in the slot just freed
-                return True
-        return False
-
-    def close_idle(self) -> None:
-        idle, self.idle = self.idle, []
-        for conn in idle:
-            conn.close()
-            self.count -= 1
-
-
-def _expire_pool(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        waiter.set_exception(httpx.PoolTimeout("timed out waiting for a free connection"))
-
-
 class _ResponseBody(httpx.AsyncByteStream):
-    def __init__(self, pool: _Pool, conn: _Connection, read_timeout: float | None) -> None:
+    def __init__(self, pool: Pool, conn: _Connection, read_timeout: float | None) -> None:
         self.pool, self.conn, self.read_timeout = pool, conn, read_timeout
         self.released = False
 
@@ -447,9 +403,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self.proxy = proxy
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
-        self._pools: dict[tuple[str, str, int], _Pool] = {}
+        self._pools: dict[tuple[str, str, int], Pool] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: _Watchdog | None = None
+
+    def new_connection(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        """A connection (protocol) for the pool to open."""
+        return _Connection(loop, self.watchdog(loop))
 
     def watchdog(self, loop: asyncio.AbstractEventLoop) -> _Watchdog:
         if self._watchdog is None:
@@ -457,48 +417,50 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return self._watchdog
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        answer = await self.exchange(request)
+        answer = await self.exchange_prepared(await prepare(request, self.proxy), request)
         if isinstance(answer, httpx.Response):
             return answer
-        status, headers, body = answer
         return httpx.Response(
-            status_code=status, headers=headers, stream=httpx.ByteStream(body), extensions=_EXTENSIONS, request=request
+            status_code=answer.status,
+            headers=answer.headers,
+            stream=httpx.ByteStream(answer.body),
+            extensions=_EXTENSIONS,
+            request=request,
         )
 
-    async def exchange(self, request: httpx.Request) -> httpx.Response | tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Send ``request``; the answer as ``(status, raw headers, body)`` when it arrived whole with its head
-        and without a content-encoding (a poll's small JSON: nothing to stream, nothing to decompress before
-        the caller's size cap sees it, and the connection is back in the pool already), else a streaming
-        :class:`httpx.Response`. :meth:`handle_async_request` is the httpx interface over this."""
-        timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
-        return await self.exchange_prepared(await prepare(request, self.proxy), timeouts, request)
-
     async def exchange_prepared(
-        self, prepared: Prepared, timeouts: dict[str, Any], request: httpx.Request | None = None
-    ) -> httpx.Response | tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """:meth:`exchange` for a request already :func:`prepare`-d (a poll re-sends the same bytes)."""
-        data, key, resend = prepared
+        self, prepared: Prepared, request: httpx.Request | None = None
+    ) -> httpx.Response | WholeAnswer:
+        """Send a :func:`prepare`-d request (a poll re-sends the same bytes).
+
+        The answer is a :class:`WholeAnswer` when it arrived whole with its head and without a content-encoding
+        (a poll's small JSON: nothing to stream, nothing to decompress before the caller's size cap sees it,
+        and the connection is back in the pool already), else a streaming :class:`httpx.Response`.
+        :meth:`handle_async_request` is the httpx interface over this.
+        """
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
         elif self._loop is not loop:
             raise RuntimeError("a LeanTransport is bound to the event loop that first used it")
+        key = prepared.origin
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = _Pool(self, *key)
+            pool = self._pools[key] = Pool(self, *key)
+        timeouts = prepared.timeouts
         read_timeout = timeouts.get("read")
         for attempt in (1, 2):
             conn = await pool.acquire(loop, timeouts)
             conn.reset()
             try:
-                await conn.write(data, timeouts.get("write"))
+                await conn.write(prepared.wire, timeouts.get("write"))
                 while not conn.head_done:
                     if conn.error is not None:
                         raise conn.error
                     await conn.wait(read_timeout)
             except _Stale:
                 pool.release(conn, reusable=False)
-                if attempt == 1 and resend:
+                if attempt == 1 and prepared.resendable:
                     continue  # the keep-alive race: the server closed the idle connection as we reused it
                 raise _closed() from None
             except BaseException:
@@ -506,10 +468,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 pool.release(conn, reusable=False)
                 raise
             break
-        if conn.complete and EAGER_SMALL_BODIES and not _encoded(conn.headers):
+        if conn.complete and not _encoded(conn.headers):
             body = conn.take()
             pool.release(conn, reusable=conn.keep_alive)
-            return conn.status, conn.headers, body
+            return WholeAnswer(conn.status, conn.headers, body)
         return httpx.Response(
             status_code=conn.status,
             headers=conn.headers,
@@ -530,34 +492,43 @@ def _encoded(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-#: A request ready for the wire: its bytes, its origin (scheme, host, port), and whether it may be sent again
-#: when a reused connection turns out closed before any answer (GETs only).
-Prepared = tuple[bytes, tuple[str, str, int], bool]
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request ready for the wire: its bytes, its origin (scheme, host, port), httpx's timeouts, and whether
+    it may be sent again when a reused connection turns out closed before any answer (GETs only)."""
+
+    wire: bytes
+    origin: tuple[str, str, int]
+    timeouts: Mapping[str, float | None]
+    resendable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WholeAnswer:
+    """An answer that arrived whole with its head and needs no decoding: status, raw headers, body."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
 
 
 async def prepare(request: httpx.Request, proxy: Proxy | None = None) -> Prepared:
-    """``request`` as bytes for the wire, with its origin. A bodiless GET's are kept in its extensions, so a
-    request sent again (every poll) is prepared once. Through a ``proxy``, an ``http`` request is in absolute
-    form with ``Proxy-Authorization`` (an ``https`` one goes through a tunnel as it is)."""
-    cached = request.extensions.get("runwatch_wire")
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
+    """``request`` as bytes for the wire, with its origin and timeouts. The caller keeps it to send again.
+    Through a ``proxy``, an ``http`` request is in absolute form with ``Proxy-Authorization`` (an ``https`` one
+    goes through a tunnel as it is)."""
     url = request.url
     scheme = url.scheme
     if scheme not in _DEFAULT_PORTS:
         raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
-    key = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
-    target = url.raw_path
-    if proxy is not None and scheme == "http":
-        target = f"http://{url.netloc.decode('ascii')}".encode("ascii") + url.raw_path
+    origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
+    forward = proxy is not None and scheme == "http"
+    target = b"http://" + url.netloc + url.raw_path if forward else url.raw_path
     parts = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
-    if proxy is not None and scheme == "http":
+    if proxy is not None and forward:
         parts.append(_tunnel.forward_headers(proxy))
     for name, value in request.headers.raw:
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
     body = request.content if isinstance(request.stream, httpx.ByteStream) else await request.aread()
-    prepared = (b"".join(parts) + body, key, request.method == "GET")
-    if request.method == "GET" and not body:
-        request.extensions["runwatch_wire"] = prepared
-    return prepared
+    timeouts = request.extensions.get("timeout") or {}
+    return Prepared(b"".join(parts) + body, origin, timeouts, request.method == "GET")

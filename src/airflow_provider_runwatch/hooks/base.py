@@ -1,25 +1,30 @@
 """Shared hook machinery: connection -> settings -> sync/async API clients, plus run helpers that work
 for every :class:`~airflow_provider_runwatch.core.adapter.RunAdapter`.
 
-Vendor hooks add their own operations as one-liners over :meth:`RunwatchHook.call` / :meth:`acall`, so
-the blocking and the asyncio variants of an operation share the same request building and parsing.
+Vendor hooks define each operation once, as the :class:`~airflow_provider_runwatch.core.calls.Call` it sends,
+and :func:`twins` generates its blocking method and its asyncio twin from that one definition, so the two
+cannot differ in what they accept, send or parse.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, TypeVar
 
 import httpx
 from airflow.sdk import BaseHook
 
+from airflow_provider_runwatch.core.calls import Call
+from airflow_provider_runwatch.core.clients import ApiClient, AsyncApiClient, ClientOptions
 from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec, settings_from_connection
 from airflow_provider_runwatch.core.errors import ConfigurationError, NotFoundError, RunwatchError
-from airflow_provider_runwatch.core.http import ApiClient, AsyncApiClient, Call, ClientOptions, RetryPolicy
 from airflow_provider_runwatch.core.network import register_secrets
+from airflow_provider_runwatch.core.retry import RetryPolicy
 from airflow_provider_runwatch.provider_info import connection_form_widgets, ui_field_behaviour
 
 if TYPE_CHECKING:
@@ -27,10 +32,14 @@ if TYPE_CHECKING:
     from airflow_provider_runwatch.core.models import RunStatus
 
 T = TypeVar("T")
+P = ParamSpec("P")
+H = TypeVar("H", bound="RunwatchHook")
 
-#: A cancel must not hold up a kill or a failing task for long.
+#: A cancel must not hold up a kill or a failing task for long: both :meth:`RunwatchHook.cancel` and
+#: :meth:`RunwatchHook.acancel` send it on a client of their own with :data:`CANCEL_HTTP_TIMEOUT`, at most
+#: :data:`CANCEL_RETRY`'s two attempts (so about 15 s at worst), and the asyncio one is also cut at this
+#: bound as a whole (its connection lookup included).
 CANCEL_TIMEOUT_SECONDS = 15.0
-#: Two attempts at most; with :data:`CANCEL_HTTP_TIMEOUT` a blocking cancel also ends within about 15 s.
 CANCEL_RETRY = RetryPolicy(max_attempts=2, max_delay=2.0)
 CANCEL_HTTP_TIMEOUT = httpx.Timeout(6.0, connect=3.0)
 
@@ -139,7 +148,7 @@ class RunwatchHook(BaseHook):
             if call is None:
                 self._warn_no_cancel(adapter, run_id)
                 return False
-            with ApiClient(settings, replace(self.client_options(settings), timeout=CANCEL_HTTP_TIMEOUT)) as client:
+            with ApiClient(settings, self._cancel_options(settings)) as client:
                 client.call(call, retry=CANCEL_RETRY)
         except Exception as exc:
             self._cancel_failed(adapter, run_id, exc)
@@ -165,9 +174,14 @@ class RunwatchHook(BaseHook):
         if call is None:
             self._warn_no_cancel(adapter, run_id)
             return False
-        await self.acall(call, retry=CANCEL_RETRY)
+        async with AsyncApiClient(settings, self._cancel_options(settings)) as client:
+            await client.call(call, retry=CANCEL_RETRY)
         self.log.info("Asked %s to cancel %s %s", self.vendor.display_name, adapter.noun, run_id)
         return True
+
+    def _cancel_options(self, settings: ConnectionSettings) -> ClientOptions:
+        """The connection's client options with the short timeouts of a cancel (both paths)."""
+        return replace(self.client_options(settings), timeout=CANCEL_HTTP_TIMEOUT)
 
     def _cancel_failed(self, adapter: RunAdapter, run_id: str, exc: BaseException) -> None:
         what = str(exc) if isinstance(exc, RunwatchError) else f"{type(exc).__name__}: {exc}".rstrip(": ")
@@ -232,6 +246,40 @@ class RunwatchHook(BaseHook):
             f"{vendor} connection '{conn_id}': a read of a run id that cannot exist did not answer 404; "
             f"check the host (and its path) point at the {vendor} API"
         )
+
+
+def twins(
+    build: Callable[Concatenate[H, ConnectionSettings, P], Call[T]],
+) -> tuple[Callable[Concatenate[H, P], T], Callable[Concatenate[H, P], Coroutine[Any, Any, T]]]:
+    """A hook operation's blocking method and its asyncio twin, generated from one definition.
+
+    ``build(hook, settings, *args)`` returns the :class:`~airflow_provider_runwatch.core.calls.Call` the
+    operation sends (pure: the vendor module builds it). The blocking method reads the settings from the
+    connection and sends through :meth:`RunwatchHook.call`; the asyncio one reads them without blocking and
+    sends through :meth:`RunwatchHook.acall`. Both show ``build``'s docstring and its signature without
+    ``settings``, so the two can never differ in what they accept or send (the hand-written alternative is
+    two copies of every signature).
+    """
+    signature = inspect.signature(build)
+    params = list(signature.parameters.values())
+    answer = signature.return_annotation
+    if isinstance(answer, str) and answer.startswith("Call[") and answer.endswith("]"):
+        answer = answer[5:-1]  # what the method returns: the call's parsed answer
+    public = signature.replace(parameters=[params[0], *params[2:]], return_annotation=answer)
+
+    def blocking(self: H, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self.call(build(self, self.settings, *args, **kwargs))
+
+    async def asyncio_twin(self: H, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.acall(build(self, await self.aget_settings(), *args, **kwargs))
+
+    name = build.__name__.lstrip("_")
+    for method, method_name in ((blocking, name), (asyncio_twin, f"a{name}")):
+        functools.update_wrapper(method, build, assigned=("__module__", "__doc__"), updated=())
+        method.__name__ = method_name
+        method.__qualname__ = build.__qualname__.rsplit(".", 1)[0] + "." + method_name
+        setattr(method, "__signature__", public)  # noqa: B010 - inspect.signature reads it
+    return blocking, asyncio_twin
 
 
 def _mask(secret: str) -> None:

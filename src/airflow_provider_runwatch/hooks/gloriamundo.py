@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import re
 import threading
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
-import httpx
-
+from airflow_provider_runwatch.core.calls import ApiRequest, Call
+from airflow_provider_runwatch.core.clients import ClientOptions
 from airflow_provider_runwatch.core.errors import ConfigurationError, VendorAPIError
-from airflow_provider_runwatch.core.http import ApiRequest, Call, ClientOptions, RetryPolicy
 from airflow_provider_runwatch.core.ratelimit import DEFAULT_WINDOW_SECONDS, BudgetSpec, KeyBudget, budget_for
-from airflow_provider_runwatch.hooks.base import RunwatchHook
+from airflow_provider_runwatch.core.retry import RetryPolicy
+from airflow_provider_runwatch.hooks.base import RunwatchHook, twins
 from airflow_provider_runwatch.vendors import gloriamundo
 from airflow_provider_runwatch.vendors.gloriamundo import (
     DEFAULT_EXECUTIONS_PER_MINUTE,
@@ -50,68 +48,9 @@ KEY_HEADER_EXTRA = "key_header"
 #: Its first name, still read: Airflow >= 3.3 counts ``auth_header`` among secret names and masks its value.
 LEGACY_KEY_HEADER_EXTRA = "auth_header"
 
-#: Error bodies larger than this are not kept for the hint (they are still read and reported as usual).
-_MAX_CAPTURED_BODY = 64 * 1024
 _RUN_IN_PATH = re.compile(r"/runs/([^/]+)/")
 _warned: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
-
-
-class _BodySink:
-    """Receives the decoded body of an error answer to the request in flight (see ``_capture``)."""
-
-    __slots__ = ("body",)
-
-    def __init__(self) -> None:
-        self.body: Any = None
-
-    def keep(self, raw: bytes) -> None:
-        try:
-            self.body = json.loads(raw)
-        except ValueError:
-            self.body = None
-
-
-_SINK: ContextVar[_BodySink | None] = ContextVar("runwatch_gloriamundo_error_body", default=None)
-
-
-def _wanted(response: httpx.Response, sink: _BodySink | None) -> bool:
-    declared = response.headers.get("content-length", "")
-    return (
-        sink is not None and response.status_code >= 400 and declared.isdigit() and int(declared) <= _MAX_CAPTURED_BODY
-    )
-
-
-async def _acapture(response: httpx.Response, sink: _BodySink | None) -> None:
-    if _wanted(response, sink):
-        assert sink is not None
-        sink.keep(await response.aread())
-
-
-def _capture(response: httpx.Response) -> Any:
-    """httpx response hook: keep a small error body for the execute call's hint (the spend limit's reset
-    time lives in the body, which the shared client reduces to the error text). The body stays readable
-    by the client afterwards: httpx serves a read response's content again to ``iter_bytes``.
-
-    One callable serves both clients: the async client awaits what it returns, the sync one ignores it.
-    """
-    sink = _SINK.get()
-    if isinstance(response.stream, httpx.AsyncByteStream):
-        return _acapture(response, sink)
-    if _wanted(response, sink):
-        assert sink is not None
-        sink.keep(response.read())
-    return None
-
-
-@dataclasses.dataclass
-class GloriaMundoClientOptions(ClientOptions):
-    """Client options plus the error-body hook."""
-
-    def client_kwargs(self, settings: ConnectionSettings) -> dict[str, Any]:
-        kwargs = super().client_kwargs(settings)
-        kwargs["event_hooks"] = {"response": [_capture]}
-        return kwargs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,10 +95,7 @@ class GloriaMundoHook(RunwatchHook):
                 f"GloriaMundo connection '{settings.conn_id}': extra '{name}' must be 'bearer' or "
                 f"'x-api-key', got {settings.extras.get(name)!r}"
             )
-        # The error-body hook only where a call waits for its error (inside call/acall): a trigger's
-        # long-lived client stays a plain one, which the shared client can send through its fast path.
-        options_class = ClientOptions if _SINK.get() is None else GloriaMundoClientOptions
-        return options_class(headers=headers, retry=self.retry, limiter=self.budget(settings))
+        return ClientOptions(headers=headers, retry=self.retry, limiter=self.budget(settings))
 
     @staticmethod
     def budget_specs(settings: ConnectionSettings) -> dict[str, BudgetSpec]:
@@ -193,7 +129,7 @@ class GloriaMundoHook(RunwatchHook):
         return budget_for(GLORIAMUNDO.name, settings.base_url, settings.api_key, self.budget_specs(settings))
 
     # -- errors with hints ----------------------------------------------------------------------------
-    def _explain(self, error: VendorAPIError, request: ApiRequest, body: Any = None) -> VendorAPIError:
+    def _explain(self, error: VendorAPIError, request: ApiRequest) -> VendorAPIError:
         workflow_id = None
         run_id = None
         if request.endpoint == gloriamundo.EXECUTE_ENDPOINT:
@@ -207,52 +143,45 @@ class GloriaMundoHook(RunwatchHook):
                 spec = self.budget_specs(self._settings)[EXECUTE_BUCKET]
                 pace = spec.limit * 60.0 / spec.window
         return explain_error(
-            error, conn_id=self.conn_id, workflow_id=workflow_id, run_id=run_id, body=body, executions_per_minute=pace
+            error, conn_id=self.conn_id, workflow_id=workflow_id, run_id=run_id, executions_per_minute=pace
         )
 
     def call(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
-        sink = _BodySink()
-        token = _SINK.set(sink)
         try:
-            return super().call(call, retry=retry)
+            return super().call(call, retry=self._retry_for(call, retry))
         except VendorAPIError as exc:
-            raise self._explain(exc, call.request, sink.body) from None
-        finally:
-            _SINK.reset(token)
+            raise self._explain(exc, call.request) from None
 
     async def acall(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
-        sink = _BodySink()
-        token = _SINK.set(sink)
         try:
-            return await super().acall(call, retry=retry)
+            return await super().acall(call, retry=self._retry_for(call, retry))
         except VendorAPIError as exc:
-            raise self._explain(exc, call.request, sink.body) from None
-        finally:
-            _SINK.reset(token)
+            raise self._explain(exc, call.request) from None
 
-    def _execute_retry(self, retry: RetryPolicy | None) -> RetryPolicy:
+    def _retry_for(self, call: Call[Any], retry: RetryPolicy | None) -> RetryPolicy | None:
+        """The execute call is retried only when GloriaMundo provably did not start the run (connection
+        refused, 429 for the rate limit), never on a spend-limit 429, whoever sends it."""
+        if call.request.endpoint != gloriamundo.EXECUTE_ENDPOINT or isinstance(retry, ExecuteRetryPolicy):
+            return retry
         return ExecuteRetryPolicy(**dataclasses.asdict(retry or self.retry))
 
-    # -- operations -----------------------------------------------------------------------------------
-    def execute_workflow(
-        self, workflow_id: str, input: dict[str, Any] | None = None, *, retry: RetryPolicy | None = None
-    ) -> GloriaMundoExecution:
+    # -- operations (each defined once; ``twins`` makes the blocking method and its asyncio twin) -------------
+    def _execute_workflow(
+        self, settings: ConnectionSettings, workflow_id: str, input: dict[str, Any] | None = None
+    ) -> Call[GloriaMundoExecution]:
         """Start a workflow run. ``input`` must be a dict (refused before sending otherwise). Retried only
         when GloriaMundo provably did not start it (connection refused, 429 for the rate limit)."""
-        return self.call(gloriamundo.execute_workflow(workflow_id, input), retry=self._execute_retry(retry))
+        return gloriamundo.execute_workflow(workflow_id, input)
 
-    async def aexecute_workflow(
-        self, workflow_id: str, input: dict[str, Any] | None = None, *, retry: RetryPolicy | None = None
-    ) -> GloriaMundoExecution:
-        return await self.acall(gloriamundo.execute_workflow(workflow_id, input), retry=self._execute_retry(retry))
+    execute_workflow, aexecute_workflow = twins(_execute_workflow)
 
-    def get_run_status(self, run_id: str, poll_url: str | None = None) -> GloriaMundoRun:
+    def _get_run_status(
+        self, settings: ConnectionSettings, run_id: str, poll_url: str | None = None
+    ) -> Call[GloriaMundoRun]:
         """The run's status, progress, result and cost; ``poll_url`` is the one the execute call returned."""
-        return self.call(gloriamundo.get_run_status(run_id, poll_url, self.settings.base_url))
+        return gloriamundo.get_run_status(run_id, poll_url, settings.base_url)
 
-    async def aget_run_status(self, run_id: str, poll_url: str | None = None) -> GloriaMundoRun:
-        settings = await self.aget_settings()
-        return await self.acall(gloriamundo.get_run_status(run_id, poll_url, settings.base_url))
+    get_run_status, aget_run_status = twins(_get_run_status)
 
     def probe(self) -> str:
         """No "whoami" exists: ask for the status of a run id that cannot exist. A 404 proves the key is

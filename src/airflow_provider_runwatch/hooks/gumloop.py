@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_runwatch.core.checks import optional_whole_number
 from airflow_provider_runwatch.core.errors import ConfigurationError, NotFoundError
-from airflow_provider_runwatch.hooks.base import RunwatchHook
+from airflow_provider_runwatch.hooks.base import RunwatchHook, twins
 from airflow_provider_runwatch.vendors import gumloop
 from airflow_provider_runwatch.vendors.gumloop import (
     GUMLOOP,
@@ -26,8 +27,9 @@ from airflow_provider_runwatch.vendors.gumloop import (
 
 if TYPE_CHECKING:
     from airflow_provider_runwatch.core.adapter import RunAdapter
+    from airflow_provider_runwatch.core.calls import Call
+    from airflow_provider_runwatch.core.clients import ClientOptions
     from airflow_provider_runwatch.core.connection import ConnectionSettings
-    from airflow_provider_runwatch.core.http import ClientOptions
 
 #: Ids that cannot exist, read by :meth:`GumloopHook.probe`: a vendor 404 proves the key was accepted.
 PROBE_INTERACTION_ID = "runwatch_connection_test"
@@ -54,104 +56,80 @@ class GumloopHook(RunwatchHook):
             options.params["team_id"] = team_id
         return options
 
+    # Each single-call operation is defined once, as the call it sends; ``twins`` makes the blocking method
+    # and its asyncio twin (``start_agent`` and ``astart_agent``, ...).
+
     # -- agent interactions -------------------------------------------------------------------------------------
-    def start_agent(
+    def _start_agent(
         self,
+        settings: ConnectionSettings,
         gummie_id: str,
         message: str,
         *,
         user_id: str | None = None,
         project_id: str | None = None,
         interaction_id: str | None = None,
-    ) -> GumloopInteractionStarted:
+    ) -> Call[GumloopInteractionStarted]:
         """Start (or, with ``interaction_id``, continue) an agent interaction. Not retried once it may have
         reached Gumloop: the legacy API has no idempotency key."""
-        call = gumloop.start_agent(
-            self.settings, gummie_id, message, user_id=user_id, project_id=project_id, interaction_id=interaction_id
+        return gumloop.start_agent(
+            settings, gummie_id, message, user_id=user_id, project_id=project_id, interaction_id=interaction_id
         )
-        return self.call(call)
 
-    async def astart_agent(
+    start_agent, astart_agent = twins(_start_agent)
+
+    def _agent_status(
         self,
-        gummie_id: str,
-        message: str,
+        settings: ConnectionSettings,
+        interaction_id: str,
         *,
         user_id: str | None = None,
         project_id: str | None = None,
-        interaction_id: str | None = None,
-    ) -> GumloopInteractionStarted:
-        call = gumloop.start_agent(
-            await self.aget_settings(),
-            gummie_id,
-            message,
-            user_id=user_id,
-            project_id=project_id,
-            interaction_id=interaction_id,
-        )
-        return await self.acall(call)
+    ) -> Call[GumloopInteraction]:
+        """The interaction's state and, once it is over, its response."""
+        return gumloop.agent_status(settings, interaction_id, user_id=user_id, project_id=project_id)
 
-    def agent_status(
-        self, interaction_id: str, *, user_id: str | None = None, project_id: str | None = None
-    ) -> GumloopInteraction:
-        return self.call(gumloop.agent_status(self.settings, interaction_id, user_id=user_id, project_id=project_id))
-
-    async def aagent_status(
-        self, interaction_id: str, *, user_id: str | None = None, project_id: str | None = None
-    ) -> GumloopInteraction:
-        settings = await self.aget_settings()
-        return await self.acall(gumloop.agent_status(settings, interaction_id, user_id=user_id, project_id=project_id))
+    agent_status, aagent_status = twins(_agent_status)
 
     # -- agent sessions -----------------------------------------------------------------------------------------
-    def create_session(
+    def _create_session(
         self,
+        settings: ConnectionSettings,
         agent_id: str,
         input: str,
         *,
         session_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> GumloopSessionEnvelope:
+    ) -> Call[GumloopSessionEnvelope]:
         """Start a session. With a ``session_id`` a repeated call answers 409 ``session_already_exists``
         (:class:`~airflow_provider_runwatch.core.errors.ConflictError`) instead of starting a second one."""
-        return self.call(
-            gumloop.create_session(self.settings, agent_id, input, session_id=session_id, metadata=metadata)
-        )
+        return gumloop.create_session(settings, agent_id, input, session_id=session_id, metadata=metadata)
 
-    async def acreate_session(
-        self,
-        agent_id: str,
-        input: str,
-        *,
-        session_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> GumloopSessionEnvelope:
-        settings = await self.aget_settings()
-        return await self.acall(
-            gumloop.create_session(settings, agent_id, input, session_id=session_id, metadata=metadata)
-        )
+    create_session, acreate_session = twins(_create_session)
 
-    def get_session(self, session_id: str) -> GumloopSessionEnvelope:
-        return self.call(gumloop.get_session(self.settings, session_id))
+    def _get_session(self, settings: ConnectionSettings, session_id: str) -> Call[GumloopSessionEnvelope]:
+        """The whole session: state, messages, usage."""
+        return gumloop.get_session(settings, session_id)
 
-    async def aget_session(self, session_id: str) -> GumloopSessionEnvelope:
-        return await self.acall(gumloop.get_session(await self.aget_settings(), session_id))
+    get_session, aget_session = twins(_get_session)
 
-    def cancel_session(self, session_id: str) -> Any:
+    def _cancel_session(self, settings: ConnectionSettings, session_id: str) -> Call[Any]:
         """Ask Gumloop to cancel; a GET right after may still show the old state until it settles."""
-        return self.call(gumloop.cancel_session(self.settings, session_id))
+        return gumloop.cancel_session(settings, session_id)
 
-    async def acancel_session(self, session_id: str) -> Any:
-        return await self.acall(gumloop.cancel_session(await self.aget_settings(), session_id))
+    cancel_session, acancel_session = twins(_cancel_session)
 
-    def submit_approvals(self, session_id: str, approval_responses: Sequence[Mapping[str, Any]]) -> Any:
+    def _submit_approvals(
+        self, settings: ConnectionSettings, session_id: str, approval_responses: Sequence[Mapping[str, Any]]
+    ) -> Call[Any]:
         """Answer a session's pending approvals: ``[{"action_request_id": ..., "action": "accept"|"reject"}]``."""
-        return self.call(gumloop.submit_approvals(self.settings, session_id, approval_responses))
+        return gumloop.submit_approvals(settings, session_id, approval_responses)
 
-    async def asubmit_approvals(self, session_id: str, approval_responses: Sequence[Mapping[str, Any]]) -> Any:
-        settings = await self.aget_settings()
-        return await self.acall(gumloop.submit_approvals(settings, session_id, approval_responses))
+    submit_approvals, asubmit_approvals = twins(_submit_approvals)
 
-    def list_sessions(
+    def _list_sessions(
         self,
+        settings: ConnectionSettings,
         agent_id: str,
         *,
         page_size: int | None = None,
@@ -162,10 +140,10 @@ class GumloopHook(RunwatchHook):
         state: str | None = None,
         creator_user_id: str | None = None,
         trigger_id: str | None = None,
-    ) -> GumloopSessionPage:
+    ) -> Call[GumloopSessionPage]:
         """One page of an agent's sessions; pass the page's ``next_cursor`` back for the next one."""
-        call = gumloop.list_sessions(
-            self.settings,
+        return gumloop.list_sessions(
+            settings,
             agent_id,
             page_size=page_size,
             cursor=cursor,
@@ -176,34 +154,8 @@ class GumloopHook(RunwatchHook):
             creator_user_id=creator_user_id,
             trigger_id=trigger_id,
         )
-        return self.call(call)
 
-    async def alist_sessions(
-        self,
-        agent_id: str,
-        *,
-        page_size: int | None = None,
-        cursor: str | None = None,
-        search: str | None = None,
-        sort_order: str | None = None,
-        type: str | None = None,
-        state: str | None = None,
-        creator_user_id: str | None = None,
-        trigger_id: str | None = None,
-    ) -> GumloopSessionPage:
-        call = gumloop.list_sessions(
-            await self.aget_settings(),
-            agent_id,
-            page_size=page_size,
-            cursor=cursor,
-            search=search,
-            sort_order=sort_order,
-            type=type,
-            state=state,
-            creator_user_id=creator_user_id,
-            trigger_id=trigger_id,
-        )
-        return await self.acall(call)
+    list_sessions, alist_sessions = twins(_list_sessions)
 
     def iter_sessions(
         self,
@@ -235,20 +187,10 @@ class GumloopHook(RunwatchHook):
         return self._iter_sessions(agent_id, filters, limit)
 
     def _iter_sessions(self, agent_id: str, filters: dict[str, Any], limit: int | None) -> Iterator[GumloopSession]:
-        yielded = 0
-        cursor: str | None = None
-        seen: set[str] = set()
-        while limit is None or yielded < limit:
-            page = self.call(gumloop.list_sessions(self.settings, agent_id, cursor=cursor, **filters))
-            for session in page.sessions:
-                yield session
-                yielded += 1
-                if limit is not None and yielded >= limit:
-                    return
-            cursor = page.next_cursor
-            if not cursor or not page.sessions or cursor in seen:
-                return
-            seen.add(cursor)
+        paging = _Paging(limit)
+        while paging.cursor is not _Paging.DONE:
+            page = self.call(gumloop.list_sessions(self.settings, agent_id, cursor=paging.cursor, **filters))
+            yield from paging.take(page)
 
     async def aiter_sessions(
         self,
@@ -276,68 +218,44 @@ class GumloopHook(RunwatchHook):
         }
         settings = await self.aget_settings()
         gumloop.list_sessions(settings, agent_id, **filters)
-        yielded = 0
-        cursor: str | None = None
-        seen: set[str] = set()
+        paging = _Paging(limit)
         async with self.async_client() as client:
-            while limit is None or yielded < limit:
-                page = await client.call(gumloop.list_sessions(settings, agent_id, cursor=cursor, **filters))
-                for session in page.sessions:
+            while paging.cursor is not _Paging.DONE:
+                page = await client.call(gumloop.list_sessions(settings, agent_id, cursor=paging.cursor, **filters))
+                for session in paging.take(page):
                     yield session
-                    yielded += 1
-                    if limit is not None and yielded >= limit:
-                        return
-                cursor = page.next_cursor
-                if not cursor or not page.sessions or cursor in seen:
-                    return
-                seen.add(cursor)
 
     # -- flows ----------------------------------------------------------------------------------------------------
-    def start_pipeline(
+    def _start_pipeline(
         self,
+        settings: ConnectionSettings,
         saved_item_id: str,
         inputs: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         *,
         user_id: str | None = None,
         project_id: str | None = None,
-    ) -> GumloopFlowStarted:
+    ) -> Call[GumloopFlowStarted]:
         """Start a flow run; ``inputs`` maps input names to values (sent as ``pipeline_inputs``)."""
-        call = gumloop.start_pipeline(self.settings, saved_item_id, inputs, user_id=user_id, project_id=project_id)
-        return self.call(call)
+        return gumloop.start_pipeline(settings, saved_item_id, inputs, user_id=user_id, project_id=project_id)
 
-    async def astart_pipeline(
-        self,
-        saved_item_id: str,
-        inputs: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
-        *,
-        user_id: str | None = None,
-        project_id: str | None = None,
-    ) -> GumloopFlowStarted:
-        settings = await self.aget_settings()
-        call = gumloop.start_pipeline(settings, saved_item_id, inputs, user_id=user_id, project_id=project_id)
-        return await self.acall(call)
+    start_pipeline, astart_pipeline = twins(_start_pipeline)
 
-    def get_pl_run(self, run_id: str, *, user_id: str | None = None, project_id: str | None = None) -> GumloopFlowRun:
-        return self.call(gumloop.get_pl_run(self.settings, run_id, user_id=user_id, project_id=project_id))
+    def _get_pl_run(
+        self, settings: ConnectionSettings, run_id: str, *, user_id: str | None = None, project_id: str | None = None
+    ) -> Call[GumloopFlowRun]:
+        """The flow run: its state, logs and, once it is over, its outputs."""
+        return gumloop.get_pl_run(settings, run_id, user_id=user_id, project_id=project_id)
 
-    async def aget_pl_run(
-        self, run_id: str, *, user_id: str | None = None, project_id: str | None = None
-    ) -> GumloopFlowRun:
-        settings = await self.aget_settings()
-        return await self.acall(gumloop.get_pl_run(settings, run_id, user_id=user_id, project_id=project_id))
+    get_pl_run, aget_pl_run = twins(_get_pl_run)
 
-    def kill_pipeline(
-        self, run_id: str, *, user_id: str | None = None, project_id: str | None = None
-    ) -> GumloopKillResult:
-        return self.call(gumloop.kill_pipeline(self.settings, run_id, user_id=user_id, project_id=project_id))
+    def _kill_pipeline(
+        self, settings: ConnectionSettings, run_id: str, *, user_id: str | None = None, project_id: str | None = None
+    ) -> Call[GumloopKillResult]:
+        """Ask Gumloop to stop a flow run."""
+        return gumloop.kill_pipeline(settings, run_id, user_id=user_id, project_id=project_id)
 
-    async def akill_pipeline(
-        self, run_id: str, *, user_id: str | None = None, project_id: str | None = None
-    ) -> GumloopKillResult:
-        settings = await self.aget_settings()
-        return await self.acall(gumloop.kill_pipeline(settings, run_id, user_id=user_id, project_id=project_id))
+    kill_pipeline, akill_pipeline = twins(_kill_pipeline)
 
-    # -- connection test ------------------------------------------------------------------------------------------
     def probe(self) -> str:
         """Prove the key without starting anything: read an interaction and a session that cannot exist.
 
@@ -393,9 +311,31 @@ class GumloopHook(RunwatchHook):
         )
 
 
+class _Paging:
+    """Where a session listing stands, for both iterators: the cursor of the next page (``None`` for the
+    first, :attr:`DONE` when there is none), and how many sessions are left to hand out."""
+
+    DONE = "\0done"
+
+    def __init__(self, limit: int | None) -> None:
+        self.left = limit
+        self.cursor: str | None = None
+        self.seen: set[str] = set()
+
+    def take(self, page: GumloopSessionPage) -> list[GumloopSession]:
+        """The page's sessions to hand out; moves the cursor on (or to :attr:`DONE`)."""
+        sessions = list(page.sessions)
+        if self.left is not None:
+            sessions = sessions[: self.left]
+            self.left -= len(sessions)
+        cursor = page.next_cursor
+        if (self.left is not None and self.left <= 0) or not cursor or not page.sessions or cursor in self.seen:
+            self.cursor = self.DONE
+        else:
+            self.seen.add(cursor)
+            self.cursor = cursor
+        return sessions
+
+
 def _limit(max_sessions: int | None) -> int | None:
-    if max_sessions is None:
-        return None
-    if isinstance(max_sessions, bool) or int(max_sessions) < 1:
-        raise ConfigurationError(f"max_sessions must be a positive integer or None, got {max_sessions!r}")
-    return int(max_sessions)
+    return optional_whole_number(max_sessions, "max_sessions")

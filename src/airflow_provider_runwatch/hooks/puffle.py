@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_runwatch.hooks.base import RunwatchHook
+from airflow_provider_runwatch.hooks.base import RunwatchHook, twins
 from airflow_provider_runwatch.vendors import puffle
 from airflow_provider_runwatch.vendors.puffle import PUFFLE, PuffleChatRun, PuffleChatStarted
+
+if TYPE_CHECKING:
+    from airflow_provider_runwatch.core.calls import Call
+    from airflow_provider_runwatch.core.connection import ConnectionSettings
 
 
 class PuffleHook(RunwatchHook):
@@ -19,22 +23,24 @@ class PuffleHook(RunwatchHook):
     hook_name = "Puffle"
     adapter = puffle.CHAT_RUNS
 
-    def start_chat(
-        self, message: str, history: Sequence[Any] | None = None, conversation_id: str | None = None
-    ) -> PuffleChatStarted:
+    # Each operation is defined once, as the call it sends; ``twins`` makes the blocking and asyncio methods.
+    def _start_chat(
+        self,
+        settings: ConnectionSettings,
+        message: str,
+        history: Sequence[Any] | None = None,
+        conversation_id: str | None = None,
+    ) -> Call[PuffleChatStarted]:
         """Start a chat run. Not retried once it may have reached Puffle (no idempotency key exists)."""
-        return self.call(puffle.start_chat(message, history, conversation_id))
+        return puffle.start_chat(message, history, conversation_id)
 
-    async def astart_chat(
-        self, message: str, history: Sequence[Any] | None = None, conversation_id: str | None = None
-    ) -> PuffleChatStarted:
-        return await self.acall(puffle.start_chat(message, history, conversation_id))
+    start_chat, astart_chat = twins(_start_chat)
 
-    def get_chat_run(self, run_id: str) -> PuffleChatRun:
-        return self.call(puffle.get_chat_run(run_id))
+    def _get_chat_run(self, settings: ConnectionSettings, run_id: str) -> Call[PuffleChatRun]:
+        """The chat run: its status, and its text, messages and usage once it is over."""
+        return puffle.get_chat_run(run_id)
 
-    async def aget_chat_run(self, run_id: str) -> PuffleChatRun:
-        return await self.acall(puffle.get_chat_run(run_id))
+    get_chat_run, aget_chat_run = twins(_get_chat_run)
 
     def probe(self) -> str:
         """Puffle has no "whoami": ask for a run id that cannot exist; nothing is started."""

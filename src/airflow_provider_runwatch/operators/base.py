@@ -152,8 +152,8 @@ class RunTaskMixin:
 
     def wait_blocking(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunEvent:
         """The ``deferrable=False`` wait: same Poller as the trigger, blocking the worker slot."""
-        from airflow_provider_runwatch.core.http import NO_RETRY
         from airflow_provider_runwatch.core.polling import Poller, WaitOptions, watch_sync
+        from airflow_provider_runwatch.core.retry import NO_RETRY
 
         options = WaitOptions(
             poll_interval=self.poll_interval,
@@ -178,6 +178,8 @@ class RunTaskMixin:
             raise RunFailedError(f"{where} {run_id or '?'}: resumed without a trigger event; clear the task to retry")
         if not isinstance(event, dict):
             raise RunFailedError(f"{where} {run_id or '?'}: trigger event must be a dict, got {type(event).__name__}")
+        # Events from triggers of 0.1.0 carried their deadline, which nothing read: accepted, dropped.
+        event = {key: value for key, value in event.items() if key != "deadline"}
         try:
             parsed = RunEvent.model_validate(event)
         except ValidationError as exc:
@@ -227,17 +229,18 @@ class RunTaskMixin:
         raise RunFailedError(self.failure_message(event, run_id))
 
     def push_failure_summary(self, context: Context, event: RunEvent) -> None:
-        context["ti"].xcom_push(
-            key="run",
-            value={
-                "vendor": event.vendor,
-                "run_id": event.run_id,
-                "state": event.state.value if event.state else None,
-                "vendor_state": event.vendor_state,
-                "outcome": event.status,
-                "error": event.message,
-            },
-        )
+        context["ti"].xcom_push(key="run", value=self.failure_summary(event))
+
+    def failure_summary(self, event: RunEvent) -> dict[str, Any]:
+        """The ``run`` XCom of a run that did not succeed; vendors add to it (GloriaMundo: cost, timings)."""
+        return {
+            "vendor": event.vendor,
+            "run_id": event.run_id,
+            "state": event.state.value if event.state else None,
+            "vendor_state": event.vendor_state,
+            "outcome": event.status,
+            "error": event.message,
+        }
 
     def failure_message(self, event: RunEvent, run_id: str) -> str:
         """vendor, run id, vendor state, the vendor's error text (cut), and what the user can do."""
@@ -252,11 +255,6 @@ class RunTaskMixin:
             "error": f"Stopped watching {what}{state}{text}. The run itself may still be going.",
         }
         return hints.get(event.status, f"{what} ended with {event.status}{state}{text}")
-
-    def check_run_ids(self, *ids: str | None) -> None:
-        for run_id in ids:
-            if run_id is not None:
-                self.adapter.validate_run_id(run_id)
 
 
 class RunOperator(RunTaskMixin, BaseOperator):
@@ -315,7 +313,11 @@ class RunOperator(RunTaskMixin, BaseOperator):
             return run_id
         if status is not None and status.state.terminal:
             # A previous try's run already finished successfully: hand on its result, start nothing.
-            return self.finish(context, self._event_from(status), run_id)
+            from airflow_provider_runwatch.core.polling import event_for, outcome_of
+
+            outcome = outcome_of(status)
+            assert outcome is not None  # a terminal state always has one
+            return self.finish(context, event_for(status, outcome), run_id)
         deadline = self.deadline(context, self.timeout, began=None if self.deferrable else began)
         if self.deferrable:
             self.log.info("Deferring: the triggerer polls %s every %gs", self.what(run_id), self.poll_interval)
@@ -342,8 +344,10 @@ class RunOperator(RunTaskMixin, BaseOperator):
         store = context.get("task_state_store") if self.reattach else None  # type: ignore[call-overload]
         previous = store.get(STATE_KEY) if store is not None else None
         if isinstance(previous, str) and previous:
+            from airflow_provider_runwatch.core.models import RunState
+
             status = self._status_of_previous(previous)
-            if status is not None and status.state.value not in ("failed", "cancelled"):
+            if status is not None and status.state not in (RunState.FAILED, RunState.CANCELLED):
                 self.log.info(
                     "Reattaching to %s started by an earlier try (%s)",
                     self.what(previous),
@@ -387,19 +391,6 @@ class RunOperator(RunTaskMixin, BaseOperator):
             store.delete(STATE_KEY)
             store.delete(STATE_URL_KEY)
         return answer
-
-    def _event_from(self, status: RunStatus) -> RunEvent:
-        from airflow_provider_runwatch.core.models import RunEvent
-
-        outcome = {"succeeded": "success", "failed": "failed", "cancelled": "cancelled"}[status.state.value]
-        return RunEvent(
-            status=outcome,  # type: ignore[arg-type]
-            vendor=status.vendor,
-            run_id=status.run_id,
-            state=status.state,
-            vendor_state=status.vendor_state,
-            message=status.error or "",
-        )
 
     def on_kill(self) -> None:
         """Blocking path (SIGTERM, or ``execution_timeout`` firing while a poll hangs): cancel the remote run

@@ -56,16 +56,9 @@ class GloriaMundoWorkflowOperator(RunOperator):
         started = hook.execute_workflow(self.workflow_id, self.input)
         return StartedRun(started.run_id)
 
-    def push_failure_summary(self, context: Context, event: RunEvent) -> None:
+    def failure_summary(self, event: RunEvent) -> dict[str, Any]:
         """The base failure summary, plus cost, progress and timings from one more status read."""
-        value: dict[str, Any] = {
-            "vendor": event.vendor,
-            "run_id": event.run_id,
-            "state": event.state.value if event.state else None,
-            "vendor_state": event.vendor_state,
-            "outcome": event.status,
-            "error": event.message,
-        }
+        value = super().failure_summary(event)
         if event.status in ("failed", "timeout"):
             try:
                 summary = self.hook.get_result(self.adapter, event.run_id).summary.to_xcom()
@@ -75,4 +68,4 @@ class GloriaMundoWorkflowOperator(RunOperator):
                 for key in ("cost", "progress", "created_at", "finished_at", "duration_seconds"):
                     if key in summary:
                         value[key] = summary[key]
-        context["ti"].xcom_push(key="run", value=value)
+        return value

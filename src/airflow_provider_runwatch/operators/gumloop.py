@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_runwatch.core.checks import optional_whole_number, whole_number
 from airflow_provider_runwatch.core.errors import ConfigurationError
 from airflow_provider_runwatch.links import GumloopRunLink
 from airflow_provider_runwatch.operators.base import RunFailedError, RunOperator, StartedRun, _import, _try_number
@@ -477,13 +478,9 @@ class GumloopListSessionsOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(page_size, bool) or not 1 <= int(page_size) <= 100:
-            raise ConfigurationError(f"page_size must be between 1 and 100, got {page_size!r}")
-        if max_sessions is not None and (isinstance(max_sessions, bool) or int(max_sessions) < 1):
-            raise ConfigurationError(f"max_sessions must be a positive integer or None, got {max_sessions!r}")
         self.agent_id = agent_id
         self.conn_id = conn_id
-        self.page_size = int(page_size)
+        self.page_size = whole_number(page_size, "page_size", maximum=100)
         self.search = search
         self.sort_order = sort_order
         self.type = type
@@ -492,7 +489,7 @@ class GumloopListSessionsOperator(BaseOperator):
         self.trigger_id = trigger_id
         self.created_after = created_after
         self.created_before = created_before
-        self.max_sessions = None if max_sessions is None else int(max_sessions)
+        self.max_sessions = optional_whole_number(max_sessions, "max_sessions")
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         hook: GumloopHook = _import(HOOK)(self.conn_id)

@@ -83,15 +83,13 @@ class RunSensor(RunTaskMixin, BaseSensorOperator):
             return PokeReturnValue(is_done=False)
         self._failures = 0
         self.log.info("%s: %s (vendor state '%s')", self.what(self.run_id), status.state.value, status.vendor_state)
-        if status.state.value == "succeeded":
-            return PokeReturnValue(is_done=True, xcom_value=self.succeed(context, self.fetch_result(self.run_id)))
-        if status.state.terminal or status.state.value == "paused":
-            from airflow_provider_runwatch.core.polling import Poller, WaitOptions
+        from airflow_provider_runwatch.core.polling import event_for, outcome_of
 
-            poller = Poller(self.vendor_name, self.run_id, WaitOptions(self.poll_interval), log=self.log)
-            outcome = poller.after_status(status)
-            if not isinstance(outcome, float):
-                self.finish(context, outcome, self.run_id)
+        outcome = outcome_of(status)
+        if outcome == "success":
+            return PokeReturnValue(is_done=True, xcom_value=self.succeed(context, self.fetch_result(self.run_id)))
+        if outcome is not None:
+            self.finish(context, event_for(status, outcome), self.run_id)  # raises, or handles a pause
         return PokeReturnValue(is_done=False)
 
     def execute_complete(self, context: Context, event: Any = None, run_id: str | None = None) -> Any:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_runwatch.core.http import NO_RETRY
 from airflow_provider_runwatch.core.polling import Poller, WaitOptions, watch_async
+from airflow_provider_runwatch.core.retry import NO_RETRY
 
 if TYPE_CHECKING:
     from airflow_provider_runwatch.core.adapter import RunAdapter

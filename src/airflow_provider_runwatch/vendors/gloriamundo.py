@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit
 from pydantic import field_validator
 
 from airflow_provider_runwatch.core.adapter import RunAdapter, RunResult
+from airflow_provider_runwatch.core.calls import ApiRequest, Call
 from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec
 from airflow_provider_runwatch.core.errors import (
     AuthError,
@@ -27,7 +28,6 @@ from airflow_provider_runwatch.core.errors import (
     VendorAPIError,
     shorten,
 )
-from airflow_provider_runwatch.core.http import ApiRequest, Call
 from airflow_provider_runwatch.core.models import (
     Progress,
     RunState,
@@ -394,7 +394,7 @@ def reset_time(body: Any) -> str | None:
 
 
 def is_spend_limit(error: VendorAPIError, body: Any = None) -> bool:
-    fields = _error_fields(body)
+    fields = _error_fields(error.body if body is None else body)
     texts = [error.detail, *(str(fields.get(k) or "") for k in ("error", "code", "type", "message"))]
     return any(SPEND_LIMIT in text.lower() or "spend limit" in text.lower() for text in texts)
 
@@ -410,11 +410,13 @@ def explain_error(
 ) -> VendorAPIError:
     """The same error with a sentence on what to do, for the statuses GloriaMundo documents.
 
-    ``body`` is the decoded error body when it was captured (for the spend limit's reset time).
-    Anything else is returned unchanged.
+    ``body`` is the decoded error body (for the spend limit's reset time); by default the one the client
+    kept on the error. Anything else is returned unchanged.
     """
     if isinstance(error, _Hinted):
         return error
+    if body is None:
+        body = error.body
     status = error.http_status
     base: dict[str, Any] = {
         "vendor": error.vendor,
@@ -422,6 +424,7 @@ def explain_error(
         "status_code": status,
         "detail": error.detail,
         "retry_after": error.retry_after,
+        "body": error.body,
     }
     if status == 401 or (status == 403 and isinstance(error, AuthError)):
         return GloriaMundoAuthError(

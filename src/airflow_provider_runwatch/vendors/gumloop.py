@@ -28,9 +28,10 @@ from urllib.parse import quote
 from pydantic import BeforeValidator, Field
 
 from airflow_provider_runwatch.core.adapter import RunAdapter, RunResult
+from airflow_provider_runwatch.core.calls import ApiRequest, Call
+from airflow_provider_runwatch.core.checks import whole_number
 from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec
 from airflow_provider_runwatch.core.errors import ConfigurationError, shorten
-from airflow_provider_runwatch.core.http import ApiRequest, Call
 from airflow_provider_runwatch.core.models import (
     RunState,
     RunStatus,
@@ -48,9 +49,6 @@ GUMLOOP = VendorSpec(
     default_base_url="https://api.gumloop.com/api/v1",
 )
 
-#: Gumloop advises polling every 2-5 s and never faster than once a second.
-MIN_POLL_INTERVAL = 1.0
-DEFAULT_POLL_INTERVAL = 3.0
 #: ``page_size`` bounds of ``GET /agents/{agent_id}/sessions``.
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
@@ -473,13 +471,7 @@ def list_sessions(
     """One page of ``GET /agents/{agent_id}/sessions``. ``None`` (and blank) filters are dropped entirely:
     the backend treats ``?x=`` differently from no ``x``."""
     if page_size is not None:
-        if isinstance(page_size, bool) or not isinstance(page_size, int):
-            try:
-                page_size = int(str(page_size).strip())
-            except ValueError:
-                raise ConfigurationError(f"Gumloop page_size must be an integer, got {page_size!r}") from None
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ConfigurationError(f"Gumloop page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
+        page_size = whole_number(page_size, "Gumloop page_size", maximum=MAX_PAGE_SIZE)
     if _text(sort_order) is not None and _text(sort_order) not in SORT_ORDERS:
         raise ConfigurationError(f"Gumloop sort_order must be 'newest' or 'oldest', got {sort_order!r}")
     params = {

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_runwatch.core.adapter import RunAdapter, RunResult
+from airflow_provider_runwatch.core.calls import ApiRequest, Call
 from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec
 from airflow_provider_runwatch.core.errors import ConfigurationError
-from airflow_provider_runwatch.core.http import ApiRequest, Call
 from airflow_provider_runwatch.core.models import RunState, RunStatus, RunSummary, VendorModel, parse_model
 
 PUFFLE = VendorSpec(

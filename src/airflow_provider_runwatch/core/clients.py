@@ -1,0 +1,320 @@
+"""The two HTTP clients: a blocking one for the worker and an asyncio one for the triggerer.
+
+Both send an :class:`~airflow_provider_runwatch.core.calls.ApiRequest`, read the body under the same size
+cap, and hand status, headers and body to the same pure
+:func:`~airflow_provider_runwatch.core.calls.interpret`; retries follow the same
+:class:`~airflow_provider_runwatch.core.retry.RetryPolicy`. Only the waiting differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import httpx
+
+from airflow_provider_runwatch.core import transport as lean
+from airflow_provider_runwatch.core.calls import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    USER_AGENT,
+    ApiRequest,
+    Call,
+    interpret,
+    too_large,
+    transport_error,
+)
+from airflow_provider_runwatch.core.errors import VendorAPIError
+from airflow_provider_runwatch.core.network import context_for
+from airflow_provider_runwatch.core.retry import RetryPolicy
+from airflow_provider_runwatch.core.shared_transport import TransportHandle, httpx_proxy
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from airflow_provider_runwatch.core.connection import ConnectionSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+#: A client's ``verify``: a TLS context, or ``True`` (the shared default) / ``False`` (no verification).
+Verify = ssl.SSLContext | bool
+
+
+class Limiter(Protocol):
+    """A per-key request budget shared by every client of one process (see GloriaMundo's 60 polls/min).
+
+    Clients call it before each attempt of a request whose ``bucket`` is set; it returns when the request
+    may be sent. The async variant must never block the event loop.
+    """
+
+    async def acquire(self, bucket: str) -> None: ...
+
+    def acquire_blocking(self, bucket: str) -> None: ...
+
+
+@dataclass
+class ClientOptions:
+    """Per-connection client settings, derived once from the connection by the hook."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    timeout: httpx.Timeout = field(default_factory=lambda: DEFAULT_TIMEOUT)
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    limiter: Limiter | None = None
+
+    def client_kwargs(self, settings: ConnectionSettings) -> dict[str, Any]:
+        """``httpx.Client`` / ``httpx.AsyncClient`` arguments: base URL, headers, timeouts, TLS, no redirects."""
+        return {
+            "base_url": settings.base_url,
+            "headers": {"User-Agent": USER_AGENT, "Accept": "application/json", **self.headers},
+            "timeout": self.timeout,
+            "follow_redirects": False,
+            # TLS trust and client certificate from the connection (core/network.py), one context per setting;
+            # the environment is read there, so httpx must not read it again.
+            "verify": context_for(settings.network),
+            "trust_env": False,
+        }
+
+    def request_kwargs(self, request: ApiRequest) -> dict[str, Any]:
+        """``build_request`` arguments of one request: the connection's params under the request's own."""
+        params = {**self.params, **{k: v for k, v in (request.params or {}).items() if v is not None}}
+        kwargs: dict[str, Any] = {"params": params or None, "headers": request.headers}
+        if request.json is not None:
+            kwargs["json"] = request.json
+        return kwargs
+
+
+class _CappedBody:
+    """Collects a streamed body and stops at the size cap, before memory is spent on it."""
+
+    def __init__(self, settings: ConnectionSettings, request: ApiRequest, response: httpx.Response, cap: int) -> None:
+        self.settings, self.request, self.response, self.cap = settings, request, response, cap
+        self.chunks: list[bytes] = []
+        self.size = 0
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > cap:
+            raise too_large(settings, request, response.status_code, cap)
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.cap:
+            raise too_large(self.settings, self.request, self.response.status_code, self.cap)
+        self.chunks.append(chunk)
+
+    def interpret(self) -> Any:
+        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        return interpret(self.settings, self.request, self.response.status_code, self.response.headers, body)
+
+
+class _LazyHeaders(Mapping[str, str]):
+    """Raw response headers as the mapping :func:`interpret` reads; an ``httpx.Headers`` is built only when
+    read (error answers), not for every successful poll."""
+
+    __slots__ = ("_headers", "_raw")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._headers: httpx.Headers | None = None
+
+    def _get(self) -> httpx.Headers:
+        if self._headers is None:
+            self._headers = httpx.Headers(self._raw)
+        return self._headers
+
+    def __getitem__(self, key: str) -> str:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+class _ClientBase:
+    def __init__(self, settings: ConnectionSettings, options: ClientOptions) -> None:
+        self.settings = settings
+        self.options = options
+
+    def _log_retry(self, request: ApiRequest, error: VendorAPIError, delay: float, attempt: int) -> None:
+        log.warning("%s; retry %d/%d in %.1fs", error.describe(), attempt, self.options.retry.max_attempts - 1, delay)
+
+
+class ApiClient(_ClientBase):
+    """Blocking client for the worker: operators, sensors' poke, hooks used directly in tasks."""
+
+    def __init__(self, settings: ConnectionSettings, options: ClientOptions) -> None:
+        super().__init__(settings, options)
+        self._http = httpx.Client(**options.client_kwargs(settings), proxy=httpx_proxy(settings))
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
+        return call.parse(self.send(call.request, retry=retry))
+
+    def send(self, request: ApiRequest, *, retry: RetryPolicy | None = None) -> Any:
+        policy = retry or self.options.retry
+        attempt = 1
+        while True:
+            try:
+                return self._send_once(request)
+            except VendorAPIError as error:
+                if not policy.should_retry(request, error, attempt):
+                    raise
+                delay = policy.delay_for(error, attempt)
+                self._log_retry(request, error, delay, attempt)
+                time.sleep(delay)
+                attempt += 1
+
+    def _send_once(self, request: ApiRequest) -> Any:
+        if request.bucket is not None and self.options.limiter is not None:
+            self.options.limiter.acquire_blocking(request.bucket)
+        try:
+            with self._http.stream(request.method, request.path, **self.options.request_kwargs(request)) as resp:
+                body = _CappedBody(self.settings, request, resp, self.options.max_response_bytes)
+                for chunk in resp.iter_bytes():
+                    body.add(chunk)
+                return body.interpret()
+        except httpx.HTTPError as exc:
+            raise transport_error(self.settings, request, exc) from None
+
+
+class _NoTransport(httpx.AsyncBaseTransport):
+    """The transport of a request builder, which never sends."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:  # pragma: no cover
+        raise RuntimeError("a request builder does not send")
+
+
+_builders: weakref.WeakValueDictionary[tuple[str, ...], httpx.AsyncClient] = weakref.WeakValueDictionary()
+
+
+def _builder_for(kwargs: Mapping[str, Any]) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` used only for ``build_request`` (httpx's own URL merge, headers, params and
+    timeouts), shared by the clients of one connection so thousands of triggers hold one, not thousands."""
+    headers = kwargs.get("headers") or {}
+    key = (
+        str(kwargs["base_url"]),
+        *sorted(f"{str(k).lower()}: {v}" for k, v in headers.items()),
+        repr(kwargs.get("timeout")),
+    )
+    builder = _builders.get(key)
+    if builder is None:
+        builder = _builders[key] = httpx.AsyncClient(**kwargs, transport=_NoTransport())
+    return builder
+
+
+class AsyncApiClient(_ClientBase):
+    """Non-blocking client for the triggerer. One per trigger, for the trigger's whole life.
+
+    Cheap to hold in thousands: it owns no connection of its own. Requests are built by httpx (one shared
+    builder per connection) and go straight to the transport, by default one
+    :class:`~airflow_provider_runwatch.core.transport.LeanTransport` per event loop shared by every client of
+    that loop (:mod:`~airflow_provider_runwatch.core.shared_transport`). A poll's request is prepared for the
+    wire once and re-sent. Timeouts, no redirects, the size cap and the error mapping are those of
+    :class:`ApiClient`.
+    """
+
+    def __init__(self, settings: ConnectionSettings, options: ClientOptions) -> None:
+        super().__init__(settings, options)
+        kwargs = options.client_kwargs(settings)
+        self._verify: Verify = kwargs.get("verify", True)
+        self._builder = _builder_for(kwargs)
+        self._handle: TransportHandle | None = None
+        self._transport: httpx.AsyncBaseTransport | None = None
+        # The last GET, ready for the wire again (a trigger polls with the same request all its life).
+        self._last: tuple[ApiRequest, lean.Prepared] | None = None
+
+    async def __aenter__(self) -> AsyncApiClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        handle, self._handle = self._handle, None
+        self._transport = None
+        self._last = None
+        if handle is not None:
+            await handle.release()
+
+    def _get_transport(self) -> httpx.AsyncBaseTransport:
+        """The transport, acquired on first use (inside the running loop it will belong to)."""
+        if self._transport is None:
+            self._handle = TransportHandle(self._verify, self.settings.network.proxy_for_url(self.settings.base_url))
+            self._transport = self._handle.transport
+        return self._transport
+
+    def _build(self, request: ApiRequest) -> httpx.Request:
+        return self._builder.build_request(request.method, request.path, **self.options.request_kwargs(request))
+
+    async def _prepared(self, request: ApiRequest) -> lean.Prepared:
+        last = self._last
+        if last is not None and last[0] is request:
+            return last[1]
+        prepared = await lean.prepare(self._build(request), self._handle.proxy if self._handle else None)
+        if request.method == "GET" and request.json is None:
+            self._last = (request, prepared)
+        return prepared
+
+    # -- requests ------------------------------------------------------------------------------------
+    async def call(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
+        return call.parse(await self.send(call.request, retry=retry))
+
+    async def send(self, request: ApiRequest, *, retry: RetryPolicy | None = None) -> Any:
+        policy = retry or self.options.retry
+        attempt = 1
+        while True:
+            try:
+                return await self._send_once(request)
+            except VendorAPIError as error:
+                if not policy.should_retry(request, error, attempt):
+                    raise
+                delay = policy.delay_for(error, attempt)
+                self._log_retry(request, error, delay, attempt)
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def _send_once(self, request: ApiRequest) -> Any:
+        if request.bucket is not None and self.options.limiter is not None:
+            await self.options.limiter.acquire(request.bucket)
+        cap = self.options.max_response_bytes
+        try:
+            transport = self._get_transport()
+            if isinstance(transport, lean.LeanTransport):
+                answer = await transport.exchange_prepared(await self._prepared(request))
+                if isinstance(answer, lean.WholeAnswer):
+                    # A small answer that came whole with its head: no response object, no streaming.
+                    if len(answer.body) > cap:
+                        raise too_large(self.settings, request, answer.status, cap)
+                    return interpret(self.settings, request, answer.status, _LazyHeaders(answer.headers), answer.body)
+                response = answer
+            else:
+                response = await transport.handle_async_request(self._build(request))
+            try:
+                body = _CappedBody(self.settings, request, response, cap)
+                async for chunk in response.aiter_bytes():
+                    body.add(chunk)
+            finally:
+                await response.aclose()
+            return body.interpret()
+        except httpx.HTTPError as exc:
+            raise transport_error(self.settings, request, exc) from None
