@@ -554,6 +554,8 @@ def explain_failure(net: NetworkSettings, exc: BaseException, url: str) -> Failu
             refused = _proxy.refusal(status, str(exc).strip()[4:], chosen, host, port)
             return Failure("proxy", str(refused), refused.transient)
         return Failure("proxy", str(_proxy.dropped(chosen, host, port)) + f" ({text})", True)
+    if isinstance(exc, httpx.ConnectTimeout) and chosen.display in str(exc):
+        return Failure("proxy", str(exc), True)  # the lean transport's own words name the proxy already
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
         return Failure("proxy", str(_proxy.unreachable(chosen, host, port, exc)), True)
     return None
