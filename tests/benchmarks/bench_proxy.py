@@ -29,13 +29,14 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from airflow_provider_runwatch.core.clients import AsyncApiClient, ClientOptions  # noqa: E402
-from airflow_provider_runwatch.core.connection import ConnectionSettings  # noqa: E402
-from airflow_provider_runwatch.emulator.server import EmulatorServer  # noqa: E402
-from airflow_provider_runwatch.emulator.serving import TlsFiles  # noqa: E402
-from airflow_provider_runwatch.vendors import puffle  # noqa: E402
-from airflow_provider_runwatch.vendors.puffle import PUFFLE  # noqa: E402
-from tests.network.infra import TinyProxy, make_pki  # noqa: E402
+from tests.network.infra import TinyProxy, make_pki
+
+from airflow_provider_runwatch.core.clients import AsyncApiClient, ClientOptions
+from airflow_provider_runwatch.core.connection import ConnectionSettings
+from airflow_provider_runwatch.emulator.server import EmulatorServer
+from airflow_provider_runwatch.emulator.serving import TlsFiles
+from airflow_provider_runwatch.vendors import puffle
+from airflow_provider_runwatch.vendors.puffle import PUFFLE
 
 API_KEY = "pk_bench_proxy_key"
 
@@ -90,7 +91,7 @@ async def measure(
             next_at = max(next_at + interval, time.perf_counter())
             await asyncio.sleep(next_at - time.perf_counter())
 
-    tasks = [asyncio.ensure_future(poll(c, r)) for c, r in zip(clients, run_ids)]
+    tasks = [asyncio.ensure_future(poll(c, r)) for c, r in zip(clients, run_ids, strict=False)]
     await asyncio.sleep(interval + warmup)
     others0 = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
     mark = proxy.mark() if proxy is not None else 0

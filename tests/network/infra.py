@@ -16,6 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TINYPROXY = shutil.which("tinyproxy") or "/usr/sbin/tinyproxy"
+#: The variables a connection with ``trust_env`` reads (both cases of the proxy ones): tests clear them first,
+#: so the host's own (this machine sets SSL_CERT_FILE) cannot decide an outcome.
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+NETWORK_ENV_VARS = (
+    *_PROXY_VARS,
+    *(v.lower() for v in _PROXY_VARS),
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+)
 START_TIMEOUT = 10.0
 
 

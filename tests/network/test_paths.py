@@ -26,27 +26,17 @@ from airflow_provider_runwatch.hooks.puffle import PuffleHook
 from airflow_provider_runwatch.vendors import puffle
 from tests.conftest import SECRET_KEY
 from tests.network.fixtures import PROXY_PASSWORD
-from tests.network.infra import Pki, TinyProxy, free_port
+from tests.network.infra import NETWORK_ENV_VARS, Pki, TinyProxy, free_port
 
 PATHS = ("sync", "async", "async-httpx")
 ONE_TRY = RetryPolicy(max_attempts=1)
 FAST = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.1)
-ENV_VARS = (
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "REQUESTS_CA_BUNDLE",
-)
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ENV_VARS:
+    for name in NETWORK_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
 
 
 @pytest.fixture(params=PATHS)

@@ -15,25 +15,12 @@ from airflow_provider_runwatch.core.connection import ConnectionSettings
 from airflow_provider_runwatch.core.errors import ConfigurationError
 from airflow_provider_runwatch.core.network import Proxy, TlsSettings, network_settings, no_proxy_matches
 from airflow_provider_runwatch.vendors.puffle import PUFFLE
-
-ENV_VARS = (
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "no_proxy",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "REQUESTS_CA_BUNDLE",
-)
+from tests.network.infra import NETWORK_ENV_VARS
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ENV_VARS:
+    for name in NETWORK_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
 
 

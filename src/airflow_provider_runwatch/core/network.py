@@ -267,32 +267,25 @@ def _parse_cert(value: Any, *, where: str) -> tuple[str | None, str | None]:
 def _tls_settings(extras: Mapping[str, Any], *, where: str, trust_env: bool) -> TlsSettings:
     certfile, keyfile = _parse_cert(extras.get("cert"), where=where)
     raw = extras.get("verify")
+    bundle: tuple[str, str] | None = None  # (where the CA bundle path came from, the path)
     if isinstance(raw, str) and raw.strip().lower() not in _TRUE | _FALSE and raw.strip():
-        path = _existing_path(raw, where=where, name="extra 'verify'", what="a CA bundle (PEM file or directory)")
-        is_dir = os.path.isdir(path)
-        return TlsSettings(
-            cafile=None if is_dir else path,
-            capath=path if is_dir else None,
-            certfile=certfile,
-            keyfile=keyfile,
-            ca_source="the 'verify' extra",
-        )
-    if not _parse_bool(raw, where=where, name="verify", default=True):
+        bundle = ("extra 'verify'", raw)
+    elif not _parse_bool(raw, where=where, name="verify", default=True):
         return TlsSettings(verify=False, certfile=certfile, keyfile=keyfile, ca_source="nothing (verify is false)")
-    if trust_env:
-        for name in CA_ENV_VARS:
-            value = (os.environ.get(name) or "").strip()
-            if value:
-                path = _existing_path(value, where=where, name=name, what="a CA bundle (PEM file or directory)")
-                is_dir = os.path.isdir(path)
-                return TlsSettings(
-                    cafile=None if is_dir else path,
-                    capath=path if is_dir else None,
-                    certfile=certfile,
-                    keyfile=keyfile,
-                    ca_source=name,
-                )
-    return TlsSettings(certfile=certfile, keyfile=keyfile)
+    elif trust_env:
+        bundle = next(((n, os.environ[n]) for n in CA_ENV_VARS if (os.environ.get(n) or "").strip()), None)
+    if bundle is None:
+        return TlsSettings(certfile=certfile, keyfile=keyfile)
+    source, value = bundle
+    path = _existing_path(value, where=where, name=source, what="a CA bundle (PEM file or directory)")
+    is_dir = os.path.isdir(path)
+    return TlsSettings(
+        cafile=None if is_dir else path,
+        capath=path if is_dir else None,
+        certfile=certfile,
+        keyfile=keyfile,
+        ca_source="the 'verify' extra" if source == "extra 'verify'" else source,
+    )
 
 
 def _environment_proxies(where: str) -> tuple[tuple[tuple[str, Proxy | None], ...], tuple[str, ...]]:
