@@ -143,6 +143,16 @@ def test_http_origin_through_the_proxy_uses_absolute_form(
     assert any(line.startswith(f"GET {runwatch_emulator.url}/api/agent/chat/{run_id}") for line in lines), lines
 
 
+def test_http_origin_proxy_wants_credentials(
+    path: str, monkeypatch: pytest.MonkeyPatch, auth_proxy: TinyProxy, runwatch_emulator: EmulatorServer
+) -> None:
+    if path != "async":
+        pytest.skip("tinyproxy resets the connection after its 407, before httpx reads the answer to a POST")
+    conn_id = connect(monkeypatch, runwatch_emulator, "net_http_407", proxies={"http": auth_proxy.bare_url})
+    error = failure(path, conn_id)
+    assert "407" in str(error) and "requires credentials" in str(error) and not error.transient, str(error)
+
+
 def test_no_proxy_bypass(
     path: str, monkeypatch: pytest.MonkeyPatch, proxy: TinyProxy, tls_emulator: EmulatorServer, pki: Pki
 ) -> None:

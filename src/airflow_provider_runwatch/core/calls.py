@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -34,6 +35,7 @@ from airflow_provider_runwatch.core.errors import (
     shorten,
 )
 from airflow_provider_runwatch.core.network import explain_failure
+from airflow_provider_runwatch.core.proxy import refusal
 from airflow_provider_runwatch.core.redact import redact
 
 if TYPE_CHECKING:
@@ -168,6 +170,11 @@ def interpret(
         "detail": detail,
         "body": _kept_body(body),
     }
+    chosen = settings.network.proxy_for_url(settings.base_url) if status == 407 else None
+    if chosen is not None:  # an http origin's request went to the proxy in absolute form, and it wants credentials
+        parts = urlsplit(settings.base_url)
+        refused = refusal(407, "Proxy Authentication Required", chosen, parts.hostname or "", parts.port or 80)
+        raise ProxyError(transient=False, vendor=vendor, endpoint=request.endpoint, detail=str(refused))
     if status in (401, 403):
         raise AuthError(**kwargs)
     if status == 404:
