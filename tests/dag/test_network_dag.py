@@ -20,7 +20,7 @@ from tests.network.infra import Pki, TinyProxy
 
 __all__ = ["auth_proxy", "pki", "sigterm_interrupts", "tls_emulator"]  # the fixtures this module uses
 
-pytestmark = pytest.mark.dag
+pytestmark = [pytest.mark.dag, pytest.mark.timeout(600)]  # a whole DAG run, slow on a loaded box
 
 #: task id -> the emulator's vendor name and the path its start call takes
 VENDORS = {
