@@ -13,6 +13,40 @@ from airflow_provider_runwatch import __version__
 
 PACKAGE = "airflow_provider_runwatch"
 
+#: The network extras every connection type has (core/network.py reads them; docs/networking.md explains them).
+NETWORK_FIELDS: dict[str, dict[str, Any]] = {
+    "proxies": {
+        "label": "Proxy",
+        "description": (
+            "Egress proxy URL, http://user:password@proxy:3128, or a JSON mapping by scheme "
+            '{"https": "http://proxy:3128"}. Empty: HTTPS_PROXY/NO_PROXY from the environment (see Trust environment).'
+        ),
+        # A secret: the URL may carry the proxy's password (Airflow >= 3.2 also masks extras named "proxies").
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
+    "verify": {
+        "label": "Verify TLS",
+        "description": (
+            "true (default), false (no certificate check: unsafe), or the path of a CA bundle on the workers and "
+            "triggerers, e.g. a TLS-inspecting proxy's private CA."
+        ),
+        "schema": {"type": ["string", "null"]},
+    },
+    "cert": {
+        "label": "Client certificate",
+        "description": 'Path of a PEM client certificate (with its key), or ["cert.pem", "key.pem"] (mTLS gateways).',
+        "schema": {"type": ["string", "null"]},
+    },
+    "trust_env": {
+        "label": "Trust environment",
+        "description": (
+            "Read HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY, SSL_CERT_FILE, SSL_CERT_DIR and REQUESTS_CA_BUNDLE "
+            "(default true)."
+        ),
+        "schema": {"type": ["boolean", "null"]},
+    },
+}
+
 #: connection type -> (hook class, display name, ui-field-behaviour, conn-fields)
 CONNECTION_TYPES: dict[str, dict[str, Any]] = {
     "gumloop": {
@@ -38,6 +72,7 @@ CONNECTION_TYPES: dict[str, dict[str, Any]] = {
                 "description": "Set when the key is a team key: added as ?team_id= to every request.",
                 "schema": {"type": ["string", "null"]},
             },
+            **NETWORK_FIELDS,
         },
     },
     "gloriamundo": {
@@ -73,6 +108,7 @@ CONNECTION_TYPES: dict[str, dict[str, Any]] = {
                 "description": "Shared budget for all runs of this key in one process; the API allows 60.",
                 "schema": {"type": ["number", "null"], "minimum": 1, "maximum": 60},
             },
+            **NETWORK_FIELDS,
         },
     },
     "puffle": {
@@ -86,7 +122,7 @@ CONNECTION_TYPES: dict[str, dict[str, Any]] = {
                 "password": "pk_live_... (an admin key: agent chat refuses other keys)",
             },
         },
-        "conn-fields": {},
+        "conn-fields": {**NETWORK_FIELDS},
     },
 }
 

@@ -24,6 +24,10 @@ def _airflow_hides() -> Callable[[str], bool]:
     pytest.skip("this Airflow has no should_hide_value_for_key")
 
 
+#: Extras that hold a secret by their content although an older Airflow does not count their names as secret
+#: ("proxies" carries the proxy password; Airflow 3.3 hides it by name, 3.1 does not).
+SECRET_BY_CONTENT = frozenset({"proxies"})
+
 CONN_FIELDS = [
     (ct["connection-type"], name, field)
     for ct in get_provider_info()["connection-types"]
@@ -36,7 +40,7 @@ def test_only_secret_extras_have_names_airflow_masks(conn_type: str, name: str, 
     """An extra whose name Airflow counts as a secret (``auth_header``, ``..._token``, ...) is shown as "***" in
     the UI's edit form and the REST API: the user cannot see what they chose. Only password fields may."""
     is_secret = field["schema"].get("format") == "password"
-    assert _airflow_hides()(name) == is_secret, f"{conn_type} extra {name!r}"
+    assert (_airflow_hides()(name) or name in SECRET_BY_CONTENT) == is_secret, f"{conn_type} extra {name!r}"
 
 
 @pytest.mark.parametrize(("conn_type", "name", "field"), CONN_FIELDS, ids=[f"{c}.{n}" for c, n, _ in CONN_FIELDS])

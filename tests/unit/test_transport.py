@@ -10,6 +10,7 @@ import asyncio
 import gzip
 import json
 import ssl
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import httpx
 import pytest
 import trustme
 
-from airflow_provider_runwatch.core import clients, shared_transport
+from airflow_provider_runwatch.core import shared_transport
 from airflow_provider_runwatch.core import transport as lean
 from airflow_provider_runwatch.core.connection import ConnectionSettings
 from airflow_provider_runwatch.core.errors import (
@@ -26,6 +27,7 @@ from airflow_provider_runwatch.core.errors import (
     NotFoundError,
     RateLimitedError,
     ResponseTooLargeError,
+    TlsError,
     TransportError,
 )
 from airflow_provider_runwatch.core.http import ApiRequest, AsyncApiClient, ClientOptions
@@ -350,12 +352,16 @@ def tls_server(ca: trustme.CA, hostname: str = "localhost") -> ssl.SSLContext:
 
 
 def https_client(server: Server, monkeypatch: pytest.MonkeyPatch, trusted: ssl.SSLContext | None) -> AsyncApiClient:
-    """A client of ``https://localhost:<port>``; ``trusted`` replaces the process-wide TLS context (None keeps the
-    real one, certifi's roots, which do not know the test CA)."""
+    """A client of ``https://localhost:<port>``; ``trusted`` (a context trusting the test CA) becomes the
+    connection's ``verify`` CA bundle (None keeps certifi's roots, which do not know the test CA)."""
+    extras: dict[str, str] = {"trust_env": "false"}  # the host's SSL_CERT_FILE must not decide
     if trusted is not None:
-        monkeypatch.setattr(clients, "shared_ssl_context", lambda: trusted)
+        bundle = tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False)  # noqa: SIM115
+        with bundle:
+            bundle.write("".join(ssl.DER_cert_to_PEM_cert(der) for der in trusted.get_ca_certs(binary_form=True)))
+        extras["verify"] = bundle.name
     settings = ConnectionSettings(
-        vendor=PUFFLE, conn_id="p", base_url=f"https://localhost:{server.port}", api_key="pk_tls_secret"
+        vendor=PUFFLE, conn_id="p", base_url=f"https://localhost:{server.port}", api_key="pk_tls_secret", extras=extras
     )
     return AsyncApiClient(settings, ClientOptions(headers={"Authorization": "Bearer pk_tls_secret"}, retry=NO_RETRY))
 
@@ -378,8 +384,8 @@ async def test_https_polls_verify_the_server_and_reuse_one_tls_connection(
 @pytest.mark.parametrize(
     ("certificate_for", "trust_test_ca", "reason"),
     [
-        ("localhost", False, "CERTIFICATE_VERIFY_FAILED"),  # a CA the process does not trust
-        ("vendor.example", True, "Hostname mismatch"),  # a trusted CA, but a certificate for another host
+        ("localhost", False, "TLS certificate of localhost is not trusted"),  # a CA the process does not trust
+        ("vendor.example", True, "does not match the host name"),  # a trusted CA, a certificate for another host
     ],
 )
 async def test_an_unverified_server_never_sees_the_request_or_the_key(
@@ -391,9 +397,10 @@ async def test_an_unverified_server_never_sees_the_request_or_the_key(
         tls_ca.configure_trust(trusted)
     async with serve(lambda request, n: ok(), tls=tls_server(tls_ca, certificate_for)) as server:
         async with https_client(server, monkeypatch, trusted) as client:
-            with pytest.raises(TransportError, match="ConnectError") as info:
+            with pytest.raises(TlsError) as info:
                 await client.send(GET)
         assert reason in str(info.value)
+        assert not info.value.transient, "a retry cannot fix a certificate"
         assert info.value.reached_server is False, "a failed handshake is a connect failure: safe to retry a start"
         assert server.requests == [], "nothing, the API key included, was sent to an unverified server"
         assert "pk_tls_secret" not in str(info.value)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -25,12 +26,16 @@ from airflow_provider_runwatch.core.errors import (
     ConflictError,
     MalformedResponseError,
     NotFoundError,
+    ProxyError,
     RateLimitedError,
     ResponseTooLargeError,
     ServerError,
+    TlsError,
     TransportError,
     shorten,
 )
+from airflow_provider_runwatch.core.network import explain_failure
+from airflow_provider_runwatch.core.proxy import refusal
 from airflow_provider_runwatch.core.redact import redact
 
 if TYPE_CHECKING:
@@ -165,6 +170,11 @@ def interpret(
         "detail": detail,
         "body": _kept_body(body),
     }
+    chosen = settings.network.proxy_for_url(settings.base_url) if status == 407 else None
+    if chosen is not None:  # an http origin's request went to the proxy in absolute form, and it wants credentials
+        parts = urlsplit(settings.base_url)
+        refused = refusal(407, "Proxy Authentication Required", chosen, parts.hostname or "", parts.port or 80)
+        raise ProxyError(transient=False, vendor=vendor, endpoint=request.endpoint, detail=str(refused))
     if status in (401, 403):
         raise AuthError(**kwargs)
     if status == 404:
@@ -201,8 +211,14 @@ def too_large(settings: ConnectionSettings, request: ApiRequest, status: int, ca
 
 
 def transport_error(settings: ConnectionSettings, request: ApiRequest, exc: httpx.HTTPError) -> TransportError:
+    """The typed error for a request that got no HTTP answer; proxy and TLS failures explained
+    (:func:`~airflow_provider_runwatch.core.network.explain_failure`), every secret of the connection redacted."""
+    where = {"vendor": settings.vendor.display_name, "endpoint": request.endpoint}
+    failure = explain_failure(settings.network, exc, settings.base_url)
+    if failure is not None and failure.kind == "tls":
+        return TlsError(detail=redact(failure.detail, settings.secrets), **where)
+    if failure is not None and failure.kind == "proxy":
+        return ProxyError(transient=failure.transient, detail=redact(failure.detail, settings.secrets), **where)
     reached = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-    detail = redact(f"{type(exc).__name__}: {exc}", (settings.api_key,))
-    return TransportError(
-        reached_server=reached, vendor=settings.vendor.display_name, endpoint=request.endpoint, detail=detail
-    )
+    detail = redact(failure.detail if failure is not None else f"{type(exc).__name__}: {exc}", settings.secrets)
+    return TransportError(reached_server=reached, detail=detail, **where)

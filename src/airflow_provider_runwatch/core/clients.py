@@ -30,8 +30,9 @@ from airflow_provider_runwatch.core.calls import (
     transport_error,
 )
 from airflow_provider_runwatch.core.errors import VendorAPIError
+from airflow_provider_runwatch.core.network import context_for
 from airflow_provider_runwatch.core.retry import RetryPolicy
-from airflow_provider_runwatch.core.shared_transport import TransportHandle, shared_ssl_context
+from airflow_provider_runwatch.core.shared_transport import TransportHandle, httpx_proxy
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -77,7 +78,9 @@ class ClientOptions:
             "headers": {"User-Agent": USER_AGENT, "Accept": "application/json", **self.headers},
             "timeout": self.timeout,
             "follow_redirects": False,
-            "verify": shared_ssl_context(),
+            # TLS trust and client certificate from the connection (core/network.py), one context per setting;
+            # the environment is read there, so httpx must not read it again.
+            "verify": context_for(settings.network),
             "trust_env": False,
         }
 
@@ -151,7 +154,7 @@ class ApiClient(_ClientBase):
 
     def __init__(self, settings: ConnectionSettings, options: ClientOptions) -> None:
         super().__init__(settings, options)
-        self._http = httpx.Client(**options.client_kwargs(settings))
+        self._http = httpx.Client(**options.client_kwargs(settings), proxy=httpx_proxy(settings))
 
     def __enter__(self) -> ApiClient:
         return self
@@ -256,7 +259,7 @@ class AsyncApiClient(_ClientBase):
     def _get_transport(self) -> httpx.AsyncBaseTransport:
         """The transport, acquired on first use (inside the running loop it will belong to)."""
         if self._transport is None:
-            self._handle = TransportHandle(self._verify)
+            self._handle = TransportHandle(self._verify, self.settings.network.proxy_for_url(self.settings.base_url))
             self._transport = self._handle.transport
         return self._transport
 
@@ -267,7 +270,7 @@ class AsyncApiClient(_ClientBase):
         last = self._last
         if last is not None and last[0] is request:
             return last[1]
-        prepared = await lean.prepare(self._build(request))
+        prepared = await lean.prepare(self._build(request), self._handle.proxy if self._handle else None)
         if request.method == "GET" and request.json is None:
             self._last = (request, prepared)
         return prepared

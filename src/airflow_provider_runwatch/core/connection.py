@@ -7,6 +7,7 @@ Extras stay a plain dict for vendor-specific options.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import Mapping
@@ -18,6 +19,8 @@ from airflow_provider_runwatch.core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
+
+    from airflow_provider_runwatch.core.network import NetworkSettings
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,18 @@ class ConnectionSettings:
     api_key: str = field(repr=False)
     login: str | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def network(self) -> NetworkSettings:
+        """Proxies, TLS trust and client certificate (core/network.py), resolved and checked once."""
+        from airflow_provider_runwatch.core.network import network_settings
+
+        return network_settings(self)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Everything to keep out of text: the API key and the proxy passwords."""
+        return (self.api_key, *self.network.secrets)
 
     def extra_str(self, name: str) -> str | None:
         """An extra as a stripped string, ``None`` when absent or blank."""

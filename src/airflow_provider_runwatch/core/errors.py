@@ -119,6 +119,28 @@ class TransportError(VendorAPIError):
         super().__init__(**kwargs)  # type: ignore[arg-type]
 
 
+class ProxyError(TransportError):
+    """The egress proxy refused, dropped the tunnel or could not be reached. Never reached the vendor;
+    ``transient`` depends on the refusal (a 407 or 403 stays, a 502 or an unreachable proxy may pass)."""
+
+    kind = "proxy failure"
+
+    def __init__(self, *, transient: bool, **kwargs: object) -> None:
+        self.transient = transient
+        super().__init__(reached_server=False, **kwargs)
+
+
+class TlsError(TransportError):
+    """The TLS handshake failed: an untrusted or mismatched certificate, or a refused client certificate.
+    Retrying cannot help until the connection's ``verify`` / ``cert`` (or the environment) changes."""
+
+    kind = "TLS failure"
+    transient = False
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(reached_server=False, **kwargs)
+
+
 class MalformedResponseError(VendorAPIError):
     """The vendor answered 2xx with a body we cannot read (not JSON, wrong shape, too large)."""
 

@@ -6,21 +6,22 @@ shared by every trigger of a loop holds as many connections as there are request
 freed while requests wait is handed straight to the first waiter; a slot freed by a discarded connection
 lets the first waiter open a new one.
 
-Timeouts: ``connect`` (TCP + TLS, ``asyncio.wait_for``) and ``pool`` (waiting for a free connection, one
-timer per waiter) are timers because they are rare (a new connection, a full pool); the read timeout, paid
-on every poll, is the transport's watchdog instead (see :meth:`_Connection.wait
-<airflow_provider_runwatch.core.transport._Connection.wait>`).
+Timeouts: ``connect`` (TCP + TLS, and the proxy's CONNECT when there is one; ``asyncio.wait_for``) and
+``pool`` (waiting for a free connection, one timer per waiter) are timers because they are rare (a new
+connection, a full pool); the read timeout, paid on every poll, is the transport's watchdog instead (see
+:meth:`_Connection.wait <airflow_provider_runwatch.core.transport._Connection.wait>`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from airflow_provider_runwatch.core import tunnel as _tunnel
 
 if TYPE_CHECKING:
     from airflow_provider_runwatch.core.transport import LeanTransport, _Connection
@@ -79,24 +80,17 @@ class Pool:
                 timer.cancel()
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> _Connection:
+        """Directly or through the transport's proxy (core/tunnel.py: CONNECT, then TLS to the origin)."""
         tls = self.owner.ssl_context if self.scheme == "https" else None
-        try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: self.owner.new_connection(loop),
-                    self.host,
-                    self.port,
-                    ssl=tls,
-                    server_hostname=self.host if tls is not None else None,
-                    ssl_handshake_timeout=timeout if tls is not None else None,
-                ),
-                timeout,
-            )
-        except asyncio.TimeoutError:
-            raise httpx.ConnectTimeout(f"connecting to {self.host}:{self.port} timed out") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from None
-        return conn
+        return await _tunnel.open_connection(
+            loop,
+            lambda: self.owner.new_connection(loop),
+            self.host,
+            self.port,
+            tls=tls,
+            proxy=self.owner.proxy,
+            timeout=timeout,
+        )
 
     def release(self, conn: _Connection, reusable: bool) -> None:
         conn.release()

@@ -9,7 +9,6 @@ demand and reused by whichever trigger polls next, keeps the sockets to a handfu
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import ssl
 import weakref
@@ -19,9 +18,12 @@ from typing import TYPE_CHECKING
 import httpx
 
 from airflow_provider_runwatch.core import transport as lean
+from airflow_provider_runwatch.core.network import TlsSettings, ssl_context
 
 if TYPE_CHECKING:
     from airflow_provider_runwatch.core.clients import Verify
+    from airflow_provider_runwatch.core.connection import ConnectionSettings
+    from airflow_provider_runwatch.core.network import Proxy
 
 #: Send through :class:`~airflow_provider_runwatch.core.transport.LeanTransport` (when httptools is
 #: importable) instead of httpx's default transport. Escape hatch for deployments:
@@ -38,12 +40,16 @@ SHARED_MAX_CONNECTIONS = 256
 KEEPALIVE_EXPIRY = 75.0
 
 
-@functools.cache
 def shared_ssl_context() -> ssl.SSLContext:
-    """One TLS context per process: building one costs ~20 ms of CPU and ~1 MiB, per client otherwise."""
-    import certifi
+    """The default TLS context (certifi's CAs), one per process: see :func:`~.network.ssl_context`."""
+    return ssl_context(TlsSettings())
 
-    return ssl.create_default_context(cafile=certifi.where())
+
+def httpx_proxy(settings: ConnectionSettings) -> httpx.Proxy | None:
+    """The connection's proxy for its base URL, for httpx's own transports (``Proxy-Authorization`` from the
+    URL's credentials, CONNECT for https)."""
+    chosen = settings.network.proxy_for_url(settings.base_url)
+    return httpx.Proxy(chosen.url) if chosen is not None else None
 
 
 def ssl_context_for(verify: Verify) -> ssl.SSLContext:
@@ -66,7 +72,7 @@ class _Lease:
     users: int = 0
 
 
-_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ssl.SSLContext, _Lease]] = (
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[ssl.SSLContext, Proxy | None], _Lease]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -75,27 +81,34 @@ class TransportHandle:
     """What one async client holds: a shared lean transport (counted), a lean one of its own, or httpx's
     transport (one per client: httpcore's pool does not scale when shared)."""
 
-    def __init__(self, verify: Verify) -> None:
+    def __init__(self, verify: Verify, proxy: Proxy | None = None) -> None:
         context = ssl_context_for(verify)
+        #: The proxy every request of this handle goes through (None: direct); shared per (context, proxy).
+        self.proxy = proxy
         self._lease: _Lease | None = None
         self.lean: lean.LeanTransport | None = None
         self.httpx: httpx.AsyncHTTPTransport | None = None
         if LEAN_TRANSPORT and lean.AVAILABLE and SHARE_CONNECTIONS:
             by_context = _shared.setdefault(asyncio.get_running_loop(), {})
-            lease = by_context.get(context)
+            lease = by_context.get((context, proxy))
             if lease is None:
-                lease = by_context[context] = _Lease(
+                lease = by_context[(context, proxy)] = _Lease(
                     lean.LeanTransport(
-                        ssl_context=context, max_connections=SHARED_MAX_CONNECTIONS, keepalive_expiry=KEEPALIVE_EXPIRY
+                        ssl_context=context,
+                        max_connections=SHARED_MAX_CONNECTIONS,
+                        keepalive_expiry=KEEPALIVE_EXPIRY,
+                        proxy=proxy,
                     )
                 )
             lease.users += 1
             self._lease = lease
             self.lean = lease.transport
         elif LEAN_TRANSPORT and lean.AVAILABLE:
-            self.lean = lean.LeanTransport(ssl_context=context, keepalive_expiry=KEEPALIVE_EXPIRY)
+            self.lean = lean.LeanTransport(ssl_context=context, keepalive_expiry=KEEPALIVE_EXPIRY, proxy=proxy)
         else:
-            self.httpx = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
+            self.httpx = httpx.AsyncHTTPTransport(
+                verify=context, trust_env=False, proxy=httpx.Proxy(proxy.url) if proxy is not None else None
+            )
 
     @property
     def transport(self) -> httpx.AsyncBaseTransport:

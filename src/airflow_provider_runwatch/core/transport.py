@@ -12,8 +12,10 @@ When ``httptools`` is missing, :data:`AVAILABLE` is False and the clients use ht
 Behaviour:
 
 - HTTP/1.1 keep-alive, one request per connection at a time, ``http`` and ``https`` (a given
-  :class:`ssl.SSLContext`, SNI and hostname checks by :mod:`ssl`); no proxies, no HTTP/2, no redirects (the
-  caller sees 3xx answers as they are);
+  :class:`ssl.SSLContext`, SNI and hostname checks by :mod:`ssl`); no HTTP/2, no redirects (the caller sees
+  3xx answers as they are);
+- an optional HTTP proxy (:mod:`~airflow_provider_runwatch.core.tunnel`): ``CONNECT`` tunnels for ``https``
+  origins, pooled and kept alive like direct connections, absolute-form requests for ``http`` ones;
 - the pool per origin (:mod:`~airflow_provider_runwatch.core.pool`) is O(1) per request: a LIFO of idle
   connections, a FIFO of waiters, at most ``max_connections``; connections are opened on demand, so a pool
   shared by every trigger of a loop holds as many connections as there are requests in flight;
@@ -43,11 +45,14 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from airflow_provider_runwatch.core import tunnel as _tunnel
 from airflow_provider_runwatch.core.pool import Pool
 
 if TYPE_CHECKING:
     import ssl
     from collections.abc import AsyncIterator
+
+    from airflow_provider_runwatch.core.network import Proxy
 
 try:
     import httptools  # type: ignore[import-untyped,unused-ignore]
@@ -389,10 +394,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 256,
         keepalive_expiry: float = 60.0,
+        proxy: Proxy | None = None,
     ) -> None:
         if not AVAILABLE:  # pragma: no cover
             raise RuntimeError("LeanTransport needs httptools")
         self.ssl_context = ssl_context
+        #: Every connection goes through this HTTP proxy (core/tunnel.py): pools are then per (proxy, origin).
+        self.proxy = proxy
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
         self._pools: dict[tuple[str, str, int], Pool] = {}
@@ -409,7 +417,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return self._watchdog
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        answer = await self.exchange_prepared(await prepare(request), request)
+        answer = await self.exchange_prepared(await prepare(request, self.proxy), request)
         if isinstance(answer, httpx.Response):
             return answer
         return httpx.Response(
@@ -504,14 +512,20 @@ class WholeAnswer:
     body: bytes
 
 
-async def prepare(request: httpx.Request) -> Prepared:
-    """``request`` as bytes for the wire, with its origin and timeouts. The caller keeps it to send again."""
+async def prepare(request: httpx.Request, proxy: Proxy | None = None) -> Prepared:
+    """``request`` as bytes for the wire, with its origin and timeouts. The caller keeps it to send again.
+    Through a ``proxy``, an ``http`` request is in absolute form with ``Proxy-Authorization`` (an ``https`` one
+    goes through a tunnel as it is)."""
     url = request.url
     scheme = url.scheme
     if scheme not in _DEFAULT_PORTS:
         raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
     origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
-    parts = [request.method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\n"]
+    forward = proxy is not None and scheme == "http"
+    target = b"http://" + url.netloc + url.raw_path if forward else url.raw_path
+    parts = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
+    if proxy is not None and forward:
+        parts.append(_tunnel.forward_headers(proxy))
     for name, value in request.headers.raw:
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")

@@ -20,6 +20,7 @@ from airflow_provider_runwatch.emulator.serving import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     LISTENING_PREFIX,
+    TlsFiles,
     bind_socket,
     check_loopback,
     make_config,
@@ -51,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="default scenario for runs whose start request has none, e.g. 'polls=3 outcome=failed'",
     )
     parser.add_argument("--log-level", default="warning", choices=LOG_LEVELS, help="default %(default)s")
+    tls = parser.add_argument_group("TLS (serve https; the listening line then says https://)")
+    tls.add_argument("--ssl-certfile", default=None, help="server certificate (PEM)")
+    tls.add_argument("--ssl-keyfile", default=None, help="server key (PEM)")
+    tls.add_argument("--ssl-ca-certs", default=None, help="CA bundle that client certificates must chain to")
+    tls.add_argument(
+        "--ssl-require-client-cert",
+        action="store_true",
+        help="refuse clients without a certificate (needs --ssl-ca-certs)",
+    )
     # Internal (EmulatorServer): exit when stdin closes, so the child dies with its parent even on SIGKILL.
     parser.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)
     return parser
@@ -79,6 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default_scenario = parse_spec(args.scenario)
     except ScenarioError as exc:
         return _fail(f"--scenario: {exc}")
+    tls_files: TlsFiles | None = None
+    if args.ssl_certfile or args.ssl_keyfile:
+        if not (args.ssl_certfile and args.ssl_keyfile):
+            return _fail("--ssl-certfile and --ssl-keyfile go together")
+        tls_files = TlsFiles(args.ssl_certfile, args.ssl_keyfile, args.ssl_ca_certs, args.ssl_require_client_cert)
+    if args.ssl_require_client_cert and not args.ssl_ca_certs:
+        return _fail("--ssl-require-client-cert needs --ssl-ca-certs (the CA client certificates chain to)")
     try:
         sock = bind_socket(args.host, args.port)
     except OSError as exc:
@@ -99,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from airflow_provider_runwatch.emulator.state import EmulatorState
 
     app = create_app(EmulatorState(default_scenario=default_scenario))
-    line = LISTENING_PREFIX + origin(sock)
+    line = LISTENING_PREFIX + origin(sock, tls=tls_files is not None)
 
     class _AnnouncingServer(uvicorn.Server):
         """Prints the listening line only once uvicorn really serves the socket."""
@@ -109,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if self.started:
                 print(line, flush=True)
 
-    server = _AnnouncingServer(make_config(app, args.log_level))
+    server = _AnnouncingServer(make_config(app, args.log_level, tls_files))
     if args.exit_with_stdin:
         _exit_when_stdin_closes(server)
 

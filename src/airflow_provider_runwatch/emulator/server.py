@@ -25,9 +25,10 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import httpx
 
 from airflow_provider_runwatch.emulator.scenario import parse_spec
-from airflow_provider_runwatch.emulator.serving import LISTENING_PREFIX, check_loopback
+from airflow_provider_runwatch.emulator.serving import LISTENING_PREFIX, TlsFiles, check_loopback
 
 if TYPE_CHECKING:
+    import ssl
     from types import TracebackType
 
     import uvicorn
@@ -64,6 +65,8 @@ class EmulatorServer:
         scenario: str | None = None,
         *,
         log_level: str = "warning",
+        tls: TlsFiles | None = None,
+        client_context: ssl.SSLContext | None = None,
     ) -> None:
         if mode not in ("process", "thread"):
             raise ValueError(f"mode must be 'process' or 'thread', not {mode!r}")
@@ -74,6 +77,9 @@ class EmulatorServer:
         self.port = port
         self.scenario = scenario
         self.log_level = log_level
+        #: Serve https with these files; ``client_context`` is what the control-API client trusts (and presents).
+        self.tls = tls
+        self.client_context = client_context
         self._url: str | None = None
         self._client: httpx.Client | None = None
         # process mode
@@ -170,6 +176,8 @@ class EmulatorServer:
         ]
         if self.scenario:
             cmd += ["--scenario", self.scenario]
+        if self.tls is not None:
+            cmd += self.tls.args()
         env = dict(os.environ)
         existing = env.get("PYTHONPATH")
         env["PYTHONPATH"] = _PACKAGE_ROOT if not existing else _PACKAGE_ROOT + os.pathsep + existing
@@ -229,7 +237,7 @@ class EmulatorServer:
 
         state = EmulatorState(default_scenario=parse_spec(self.scenario))
         sock = bind_socket(self.host, self.port)
-        server = uvicorn.Server(make_config(create_app(state), self.log_level))
+        server = uvicorn.Server(make_config(create_app(state), self.log_level, self.tls))
 
         def serve() -> None:
             try:
@@ -250,7 +258,7 @@ class EmulatorServer:
             if time.monotonic() > deadline:
                 raise EmulatorStartError(f"emulator thread did not start within {START_TIMEOUT:g} s")
             time.sleep(0.005)
-        self._url = origin(sock)
+        self._url = origin(sock, tls=self.tls is not None)
         while True:
             try:
                 if self._http().get("/_emulator/health").json() == {"ok": True}:
@@ -322,7 +330,8 @@ class EmulatorServer:
     def _http(self) -> httpx.Client:
         if self._client is None:
             # trust_env=False: an HTTP(S)_PROXY in the environment must not capture loopback control calls.
-            self._client = httpx.Client(base_url=self.url, timeout=30.0, trust_env=False)
+            verify: ssl.SSLContext | bool = self.client_context if self.client_context is not None else True
+            self._client = httpx.Client(base_url=self.url, timeout=30.0, trust_env=False, verify=verify)
         return self._client
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:

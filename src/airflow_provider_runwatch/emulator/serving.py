@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ __all__ = [
     "DEFAULT_PORT",
     "HTTP_IMPL",
     "LISTENING_PREFIX",
+    "TlsFiles",
     "bind_socket",
     "check_loopback",
     "is_loopback_host",
@@ -92,16 +94,48 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def origin(sock: socket.socket) -> str:
-    """``http://HOST:PORT`` of a bound socket (IPv6 hosts in brackets)."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """Serve over https: the server's certificate and key (PEM), and optionally the CA that client certificates
+    must chain to; ``require_client_cert`` makes the handshake fail without one (an mTLS gateway's behaviour)."""
+
+    certfile: str
+    keyfile: str
+    ca_certs: str | None = None
+    require_client_cert: bool = False
+
+    def args(self) -> list[str]:
+        """The same settings as ``runwatch-emulator`` options."""
+        args = ["--ssl-certfile", self.certfile, "--ssl-keyfile", self.keyfile]
+        if self.ca_certs:
+            args += ["--ssl-ca-certs", self.ca_certs]
+        if self.require_client_cert:
+            args.append("--ssl-require-client-cert")
+        return args
+
+
+def origin(sock: socket.socket, tls: bool = False) -> str:
+    """``http://HOST:PORT`` (``https://`` when served with TLS) of a bound socket (IPv6 hosts in brackets)."""
     address: Any = sock.getsockname()
     host, port = address[0], address[1]
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
-def make_config(app: Any, log_level: str = "warning") -> uvicorn.Config:
+def _tls_kwargs(tls: TlsFiles | None) -> dict[str, Any]:
+    if tls is None:
+        return {}
+    import ssl
+
+    kwargs: dict[str, Any] = {"ssl_certfile": tls.certfile, "ssl_keyfile": tls.keyfile}
+    if tls.ca_certs:
+        kwargs["ssl_ca_certs"] = tls.ca_certs
+        kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+    return kwargs
+
+
+def make_config(app: Any, log_level: str = "warning", tls: TlsFiles | None = None) -> uvicorn.Config:
     """uvicorn settings for the emulator: no access log, no lifespan, asyncio loop, no websockets.
 
     ``log_config=None`` keeps uvicorn from installing its own handlers (its access logger would write to
@@ -123,4 +157,5 @@ def make_config(app: Any, log_level: str = "warning") -> uvicorn.Config:
         timeout_keep_alive=65,
         timeout_graceful_shutdown=3,
         backlog=4096,
+        **_tls_kwargs(tls),
     )

@@ -23,6 +23,7 @@ from airflow_provider_runwatch.core.calls import Call
 from airflow_provider_runwatch.core.clients import ApiClient, AsyncApiClient, ClientOptions
 from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec, settings_from_connection
 from airflow_provider_runwatch.core.errors import ConfigurationError, NotFoundError, RunwatchError
+from airflow_provider_runwatch.core.network import register_secrets
 from airflow_provider_runwatch.core.retry import RetryPolicy
 from airflow_provider_runwatch.provider_info import connection_form_widgets, ui_field_behaviour
 
@@ -67,6 +68,7 @@ class RunwatchHook(BaseHook):
             conn = self.get_connection(self.conn_id)
             self._settings = settings_from_connection(conn, self.vendor)
             _mask(self._settings.api_key)
+            register_secrets(self._settings.network)
         return self._settings
 
     async def aget_settings(self) -> ConnectionSettings:
