@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
@@ -269,8 +270,11 @@ class RunOperator(RunTaskMixin, BaseOperator):
     :param timeout: seconds for the whole wait; an absolute deadline that survives triggerer restarts.
         When it passes the run is cancelled where the vendor allows it and the task fails.
     :param cancel_on_kill: cancel the remote run when the task is killed or times out.
-    :param reattach: on a retry, watch the run the previous try started instead of starting another
-        (needs Airflow >= 3.3's ``task_state_store``).
+    :param durable: Airflow 3.3's name for retry safety (as ``ResumableJobMixin(durable=True)``): the run id is
+        recorded in ``task_state_store`` before the wait, and a retry of the same task instance watches the run
+        the previous try started (or hands on its result) instead of starting another. ``False`` leaves
+        ``task_state_store`` alone. Needs Airflow >= 3.3; Gumloop sessions are retry-safe on every version.
+    :param reattach: deprecated alias of ``durable`` (warns once per process).
     :param max_consecutive_failures: transient poll failures in a row (network, 429, 5xx) before giving up.
     """
 
@@ -285,7 +289,8 @@ class RunOperator(RunTaskMixin, BaseOperator):
         poll_interval: float | None = None,
         timeout: float | timedelta | None = None,
         cancel_on_kill: bool = True,
-        reattach: bool = True,
+        durable: bool = True,
+        reattach: bool | None = None,
         max_consecutive_failures: int = 5,
         **kwargs: Any,
     ) -> None:
@@ -296,7 +301,7 @@ class RunOperator(RunTaskMixin, BaseOperator):
         self.poll_interval = _seconds(poll_interval, "poll_interval") or self.default_poll_interval
         self.timeout = _seconds(timeout, "timeout")
         self.cancel_on_kill = cancel_on_kill
-        self.reattach = reattach
+        self.durable = _durable(durable, reattach)
         if max_consecutive_failures < 1:
             raise ConfigurationError(f"max_consecutive_failures must be >= 1, got {max_consecutive_failures}")
         self.max_consecutive_failures = max_consecutive_failures
@@ -337,9 +342,18 @@ class RunOperator(RunTaskMixin, BaseOperator):
     def stop_on_paused(self) -> bool:
         return True
 
+    @property
+    def reattach(self) -> bool:
+        """Deprecated name of :attr:`durable`."""
+        return self.durable
+
+    def state_store(self, context: Context) -> Any:
+        """This task instance's ``task_state_store`` when the task is durable (and Airflow >= 3.3 has one)."""
+        return context.get("task_state_store") if self.durable else None  # type: ignore[call-overload]
+
     def reattach_or_start(self, context: Context) -> tuple[str, RunStatus | None]:
         """Reattach to this task instance's earlier run when it is still going or succeeded; else start."""
-        store = context.get("task_state_store") if self.reattach else None  # type: ignore[call-overload]
+        store = self.state_store(context)
         previous = store.get(STATE_KEY) if store is not None else None
         if isinstance(previous, str) and previous:
             status = self._status_of_previous(previous)
@@ -352,7 +366,7 @@ class RunOperator(RunTaskMixin, BaseOperator):
                 url = _stored_url(store, previous) or self.adapter.run_url(self.hook.settings, previous)
                 self.remember(context, StartedRun(previous, url), store)
                 return previous, status
-        elif self.reattach and store is None and (context.get("ti") is not None) and _try_number(context) > 1:
+        elif self.durable and store is None and (context.get("ti") is not None) and _try_number(context) > 1:
             self.log.warning("task_state_store needs Airflow >= 3.3: this retry cannot reattach and starts a new run")
         started = self.start_run(context)
         verb = "Reattached to" if started.reattached else "Started"
@@ -381,7 +395,7 @@ class RunOperator(RunTaskMixin, BaseOperator):
 
     def succeed(self, context: Context, result: RunResult) -> Any:
         answer = super().succeed(context, result)
-        store = context.get("task_state_store")  # type: ignore[call-overload]
+        store = self.state_store(context)
         if store is not None:
             # Nothing left to reattach to: a later clear of this task must start a fresh run.
             store.delete(STATE_KEY)
@@ -411,6 +425,28 @@ class RunOperator(RunTaskMixin, BaseOperator):
             return
         self.log.warning("Task killed while %s was still going", self.what(self._run_id))
         self.hook.cancel(self.adapter, self._run_id)
+
+
+_warned_reattach = False
+
+
+def _durable(durable: bool, reattach: bool | None) -> bool:
+    """``durable``, or the deprecated ``reattach`` (one warning per process: a DAG file is parsed again and again)."""
+    global _warned_reattach
+    if reattach is None:
+        return bool(durable)
+    if not _warned_reattach:
+        _warned_reattach = True
+        from airflow.exceptions import AirflowProviderDeprecationWarning
+
+        warnings.warn(
+            "`reattach` is deprecated: use `durable` (Airflow 3.3's name for the same option)",
+            AirflowProviderDeprecationWarning,
+            stacklevel=4,
+        )
+    if not durable and reattach:
+        raise ConfigurationError("durable=False and reattach=True contradict each other: pass only `durable`")
+    return bool(reattach)
 
 
 def _stored_url(store: Any, run_id: str) -> str | None:

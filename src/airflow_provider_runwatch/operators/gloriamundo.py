@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_runwatch.core.errors import RunwatchError
 from airflow_provider_runwatch.operators.base import RunOperator, StartedRun
@@ -39,6 +39,8 @@ class GloriaMundoWorkflowOperator(RunOperator):
     or a timeout logs that the run goes on, with its id.
     """
 
+    #: Durable without ``ResumableJobMixin`` (see RunOperator's ``durable``): the Airflow registry's marker.
+    __supports_durable_execution: ClassVar[bool] = True
     template_fields: Sequence[str] = ("workflow_id", "input")
     template_fields_renderers = {"input": "json"}
     hook_class_path = "airflow_provider_runwatch.hooks.gloriamundo.GloriaMundoHook"
