@@ -125,7 +125,11 @@ INTEGRATIONS: dict[str, dict[str, Any]] = {
 }
 
 #: ``@task.<name>`` -> the decorator function (TaskFlow API), one per operator that takes one message or input.
-TASK_DECORATORS: dict[str, str] = {}
+TASK_DECORATORS: dict[str, str] = {
+    "puffle_chat": f"{PACKAGE}.decorators.puffle.puffle_chat_task",
+    "gumloop_session": f"{PACKAGE}.decorators.gumloop.gumloop_session_task",
+    "gloriamundo_workflow": f"{PACKAGE}.decorators.gloriamundo.gloriamundo_workflow_task",
+}
 
 #: Extra links the operators show; Airflow imports each to check it.
 EXTRA_LINKS = [f"{PACKAGE}.links.RunLink", f"{PACKAGE}.links.GumloopRunLink"]
