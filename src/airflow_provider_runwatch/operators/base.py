@@ -32,6 +32,8 @@ STATE_KEY = "runwatch_run_id"
 #: task_state_store key holding ``{"run_id", "url"}`` when the vendor gave a run URL at the start only (Gumloop
 #: flows): a retry starts with its XCom cleared, so without it a reattached run would lose its link.
 STATE_URL_KEY = "runwatch_run_url"
+#: ``execute_complete`` was resumed without a ``run_url`` kwarg.
+_UNSET: Any = object()
 #: How long before ``execution_timeout`` the wait gives up, so the task can still cancel the run and say why...
 EXECUTION_TIMEOUT_MARGIN = 5.0
 #: ... but never more than this share of ``execution_timeout``: a 4 s limit must still leave time to poll.
@@ -219,18 +221,25 @@ class RunTaskMixin:
             ti.xcom_push(key="messages", value=result.messages)
         summary = result.summary
         if summary.url is None:
-            summary = summary.model_copy(update={"url": self.adapter.run_url(self.hook.settings, summary.run_id)})
-        ti.xcom_push(key="run", value=summary.to_xcom())
+            url = getattr(self, "_run_url", None) or self.adapter.run_url(self.hook.settings, summary.run_id)
+            summary = summary.model_copy(update={"url": url})
+        self.push_run(context, summary.to_xcom())
         self.log.info("%s succeeded", self.what(summary.run_id))
         return result.answer
 
     def on_paused(self, context: Context, event: RunEvent, run_id: str) -> Any:
         raise RunFailedError(self.failure_message(event, run_id))
 
+    def push_run(self, context: Context, value: dict[str, Any]) -> None:
+        """The ``run`` XCom, also kept on the task for lineage: the OpenLineage listener reports from a forked
+        process, where reading XCom back is not possible."""
+        self.last_run: dict[str, Any] | None = value
+        context["ti"].xcom_push(key="run", value=value)
+
     def push_failure_summary(self, context: Context, event: RunEvent) -> None:
-        context["ti"].xcom_push(
-            key="run",
-            value={
+        self.push_run(
+            context,
+            {
                 "vendor": event.vendor,
                 "run_id": event.run_id,
                 "state": event.state.value if event.state else None,
@@ -306,6 +315,8 @@ class RunOperator(RunTaskMixin, BaseOperator):
             raise ConfigurationError(f"max_consecutive_failures must be >= 1, got {max_consecutive_failures}")
         self.max_consecutive_failures = max_consecutive_failures
         self._run_id: str | None = None
+        #: The vendor's link to the run, when it gave one at the start (Gumloop flows): for the summary and lineage.
+        self._run_url: str | None = None
 
     # -- to implement per operator --------------------------------------------------------------------
     def start_run(self, context: Context) -> StartedRun:
@@ -327,15 +338,22 @@ class RunOperator(RunTaskMixin, BaseOperator):
             self.defer(
                 trigger=self.make_trigger(run_id, deadline, stop_on_paused=self.stop_on_paused),
                 method_name="execute_complete",
-                kwargs={"run_id": run_id},
+                kwargs={"run_id": run_id, "run_url": self._run_url},
             )
         event = self.wait_blocking(run_id, deadline, stop_on_paused=self.stop_on_paused)
         return self.finish(context, event, run_id)
 
-    def execute_complete(self, context: Context, event: Any = None, run_id: str | None = None) -> Any:
+    def execute_complete(
+        self, context: Context, event: Any = None, run_id: str | None = None, run_url: Any = _UNSET
+    ) -> Any:
         """Resume after the trigger: validate its event, then finish on the worker."""
         self._run_id = run_id
         parsed = self.validate_event(event, run_id)
+        if run_url is _UNSET:
+            # Deferred without it (an older version of this provider, or `dags test`, which resumes with the
+            # event only): the link is still in this try's XCom.
+            run_url = _pulled_run_url(context, self.task_id)
+        self._run_url = run_url if isinstance(run_url, str) and run_url else None
         return self.finish(context, parsed, parsed.run_id)
 
     @property
@@ -384,6 +402,7 @@ class RunOperator(RunTaskMixin, BaseOperator):
     def remember(self, context: Context, started: StartedRun, store: Any) -> None:
         """Record the run before waiting: XCom for users and downstream tasks, task_state_store for retries."""
         self._run_id = started.run_id
+        self._run_url = started.url
         ti = context["ti"]
         ti.xcom_push(key="run_id", value=started.run_id)
         if started.url:
@@ -401,6 +420,15 @@ class RunOperator(RunTaskMixin, BaseOperator):
             store.delete(STATE_KEY)
             store.delete(STATE_URL_KEY)
         return answer
+
+    # -- OpenLineage (called by apache-airflow-providers-openlineage, when installed) ---------------------------
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The ``runwatch`` run facet: vendor, run id and link, agent/workflow/flow id, state, cost, usage."""
+        return _lineage(self, task_instance, failed=False)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """The same facet for a run that failed, was cancelled or timed out, with the vendor's error."""
+        return _lineage(self, task_instance, failed=True)
 
     def _event_from(self, status: RunStatus) -> RunEvent:
         from airflow_provider_runwatch.core.models import RunEvent
@@ -425,6 +453,24 @@ class RunOperator(RunTaskMixin, BaseOperator):
             return
         self.log.warning("Task killed while %s was still going", self.what(self._run_id))
         self.hook.cancel(self.adapter, self._run_id)
+
+
+def _pulled_run_url(context: Context, task_id: str) -> Any:
+    pull = getattr(context.get("ti"), "xcom_pull", None)
+    if pull is None:
+        return None
+    try:
+        return pull(task_ids=task_id, key="run_url")
+    except Exception:  # only the link is lost, never the run
+        return None
+
+
+def _lineage(task: RunOperator, task_instance: Any, *, failed: bool) -> Any:
+    try:
+        from airflow_provider_runwatch.operators.lineage import run_lineage
+    except ImportError:  # the OpenLineage provider is not installed: nothing asks for lineage
+        return None
+    return run_lineage(task, task_instance, failed=failed)
 
 
 _warned_reattach = False

@@ -7,13 +7,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_runwatch.core.errors import RunwatchError
-from airflow_provider_runwatch.operators.base import RunOperator, StartedRun
+from airflow_provider_runwatch.operators.base import RunOperator, StartedRun, _import
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_runwatch.core.adapter import RunAdapter
     from airflow_provider_runwatch.core.models import RunEvent
     from airflow_provider_runwatch.hooks.gloriamundo import GloriaMundoHook
+    from airflow_provider_runwatch.triggers.base import RunTrigger
 
 
 class GloriaMundoWorkflowOperator(RunOperator):
@@ -52,10 +54,22 @@ class GloriaMundoWorkflowOperator(RunOperator):
         super().__init__(**kwargs)
         self.workflow_id = workflow_id
         self.input = input
+        self._poll_url: str | None = None
+
+    @property
+    def adapter(self) -> RunAdapter:
+        """Polls the execute answer's ``poll_url`` once this task started the run (the documented path else)."""
+        adapter: RunAdapter = _import(self.adapter_path)
+        return adapter.with_poll_url(getattr(self, "_poll_url", None))
+
+    def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
+        trigger: Any = super().make_trigger(run_id, deadline, stop_on_paused=stop_on_paused)
+        return trigger.with_poll_url(getattr(self, "_poll_url", None))  # type: ignore[no-any-return]
 
     def start_run(self, context: Context) -> StartedRun:
         hook: GloriaMundoHook = self.hook  # type: ignore[assignment]
         started = hook.execute_workflow(self.workflow_id, self.input)
+        self._poll_url = started.poll_url
         return StartedRun(started.run_id)
 
     def push_failure_summary(self, context: Context, event: RunEvent) -> None:
@@ -77,4 +91,4 @@ class GloriaMundoWorkflowOperator(RunOperator):
                 for key in ("cost", "progress", "created_at", "finished_at", "duration_seconds"):
                     if key in summary:
                         value[key] = summary[key]
-        context["ti"].xcom_push(key="run", value=value)
+        self.push_run(context, value)

@@ -178,7 +178,7 @@ def handle_paused(task: Any, context: Context, event: RunEvent, run_id: str, mod
     if mode == "succeed" and result is not None:
         if result.messages is not None:
             ti.xcom_push(key="messages", value=result.messages)
-        ti.xcom_push(key="run", value=result.summary.to_xcom())
+        task.push_run(context, result.summary.to_xcom())
         task.log.info(
             "%s needs a human decision (%s); handing on the text so far (on_approval_required='succeed')",
             task.what(run_id),
