@@ -2,9 +2,9 @@
 
 On completion and on failure every run operator reports one ``runwatch`` run facet: which vendor ran what (run id,
 agent / workflow / flow id), how it ended (normalized and vendor state), what it cost, the run's link where the
-vendor gave one, and the vendor's error. It is built from the task's own XComs (``run_id``, ``run_url`` and the
-``run`` summary), which survive the deferral and already follow the rule that no secret reaches XCom, so lineage
-carries nothing the task did not already record, and the vendors' conversations (big, possibly personal) stay out.
+vendor gave one, and the vendor's error. It is built from what the task pushed as its ``run_id``, ``run_url`` and
+``run`` XComs (kept on the task as it pushed them), which already follow the rule that no secret reaches XCom, so
+lineage carries nothing the task did not already record, and the conversations (big, possibly personal) stay out.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def run_lineage(task: Any, task_instance: Any, *, failed: bool) -> OperatorLinea
         cost=summary.get("cost"),
         usage=summary.get("usage"),
         durationSeconds=summary.get("duration_seconds"),
-        error=error if failed or error else None,
+        error=error or None,
     )
     return OperatorLineage(run_facets={FACET_KEY: facet})
 
