@@ -148,13 +148,47 @@ def connection_form_widgets(conn_type: str) -> dict[str, Any]:
     }
 
 
+#: integration name -> (external doc URL, tags). The URLs are the vendors' own app origins (the only
+#: addresses their API documentation names); the names match the hooks/operators/... entries below.
+INTEGRATIONS: dict[str, dict[str, Any]] = {
+    "Gumloop": {"module": "gumloop", "external-doc-url": "https://www.gumloop.com", "tags": ["ai", "agents"]},
+    "GloriaMundo": {
+        "module": "gloriamundo",
+        "external-doc-url": "https://app.gloriamundo.com",
+        "tags": ["ai", "agents", "workflows"],
+    },
+    "Puffle": {"module": "puffle", "external-doc-url": "https://app.puffle.ai", "tags": ["ai", "agents"]},
+}
+
+#: ``@task.<name>`` -> the decorator function (TaskFlow API), one per operator that takes one message or input.
+TASK_DECORATORS: dict[str, str] = {
+    "puffle_chat": f"{PACKAGE}.decorators.puffle.puffle_chat_task",
+    "gumloop_session": f"{PACKAGE}.decorators.gumloop.gumloop_session_task",
+    "gloriamundo_workflow": f"{PACKAGE}.decorators.gloriamundo.gloriamundo_workflow_task",
+}
+
+#: Extra links the operators show; Airflow imports each to check it.
+EXTRA_LINKS = [f"{PACKAGE}.links.RunLink", f"{PACKAGE}.links.GumloopRunLink"]
+
+
+def _modules(kind: str) -> list[dict[str, Any]]:
+    """The ``hooks`` / ``operators`` / ``sensors`` / ``triggers`` entries: one module per integration."""
+    return [
+        {"integration-name": name, "python-modules": [f"{PACKAGE}.{kind}.{spec['module']}"]}
+        for name, spec in INTEGRATIONS.items()
+    ]
+
+
 def provider_info() -> dict[str, Any]:
-    modules = ("gumloop", "gloriamundo", "puffle")
     return {
         "package-name": "airflow-provider-runwatch",
         "name": "Runwatch (hosted AI agent runs)",
         "description": "Run Gumloop, GloriaMundo and Puffle agents and workflows from Airflow, deferrable.",
         "versions": [__version__],
+        "integrations": [
+            {"integration-name": name, "external-doc-url": spec["external-doc-url"], "tags": list(spec["tags"])}
+            for name, spec in INTEGRATIONS.items()
+        ],
         "connection-types": [
             {
                 "connection-type": conn_type,
@@ -162,19 +196,10 @@ def provider_info() -> dict[str, Any]:
             }
             for conn_type, spec in CONNECTION_TYPES.items()
         ],
-        "hooks": [
-            {"integration-name": name.capitalize(), "python-modules": [f"{PACKAGE}.hooks.{name}"]} for name in modules
-        ],
-        "operators": [
-            {"integration-name": name.capitalize(), "python-modules": [f"{PACKAGE}.operators.{name}"]}
-            for name in modules
-        ],
-        "sensors": [
-            {"integration-name": name.capitalize(), "python-modules": [f"{PACKAGE}.sensors.{name}"]} for name in modules
-        ],
-        "triggers": [
-            {"integration-name": name.capitalize(), "python-modules": [f"{PACKAGE}.triggers.{name}"]}
-            for name in modules
-        ],
-        "extra-links": [f"{PACKAGE}.links.RunLink", f"{PACKAGE}.links.GumloopRunLink"],
+        "hooks": _modules("hooks"),
+        "operators": _modules("operators"),
+        "sensors": _modules("sensors"),
+        "triggers": _modules("triggers"),
+        "extra-links": list(EXTRA_LINKS),
+        "task-decorators": [{"name": name, "class-name": path} for name, path in TASK_DECORATORS.items()],
     }

@@ -96,7 +96,7 @@ with DAG("runwatch_test_gumloop", schedule=None, start_date=pendulum.datetime(20
     session_blocking >> session_sensor_poke
 
     # The first try gives up after two failed polls (a 5xx burst) while the session keeps running; the retry's
-    # create call gets 409 session_already_exists and reattaches. reattach=False: no task_state_store help.
+    # create call gets 409 session_already_exists and reattaches. durable=False: no task_state_store help.
     # Blocking on purpose: Airflow 3.1's `dags test` resumes a retried deferred task with the old trigger event
     # instead of running execute again (the deferred re-execute is covered in test_gumloop_operators.py).
     session_retry = GumloopSessionOperator(
@@ -104,7 +104,7 @@ with DAG("runwatch_test_gumloop", schedule=None, start_date=pendulum.datetime(20
         agent_id="agent_dag",
         input="Review Delta Co [emulator: http5xx=3 polls=1]",
         deferrable=False,
-        reattach=False,
+        durable=False,
         max_consecutive_failures=2,
         retries=1,
         retry_delay=timedelta(seconds=1),

@@ -32,6 +32,7 @@ def test_every_example_dag_ran(deployment: Deployment, happy_runs: dict[str, dic
         "example_gumloop_agent_batch",
         "example_gumloop_list_sessions",
         "example_puffle_chat",
+        "example_taskflow_decorators",
     ]
     for dag_id in EXAMPLE_DAG_IDS:
         _run(deployment, happy_runs, dag_id)

@@ -113,3 +113,42 @@ async def test_run_of_another_key_ends_at_once_with_a_hint(runwatch_emulator: Em
     event = await first_event(trigger(run_id))
     assert event["status"] == "error"
     assert "not found (HTTP 404)" in event["message"]
+
+
+async def test_poll_url_from_the_execute_answer_is_polled_and_survives_a_restart(
+    connection: str, runwatch_emulator: EmulatorServer
+) -> None:
+    """The operator hands the execute answer's ``poll_url`` to its trigger; it survives serialization and the
+    trigger's polls go where it points (the emulator names the documented path, resolved once, not twice)."""
+    from airflow_provider_runwatch.operators.gloriamundo import GloriaMundoWorkflowOperator
+
+    started = GloriaMundoHook().execute_workflow("wf_trigger_test", {"account": "Acme [emulator: polls=1]"})
+    assert started.poll_url == f"/api/v1/runs/{started.run_id}/status"
+    task = GloriaMundoWorkflowOperator(task_id="t", workflow_id="wf_trigger_test", poll_interval=0.2)
+    task._poll_url = started.poll_url
+    made = rehydrate(task.make_trigger(started.run_id, time.time() + 60))
+    assert made.serialize()[1]["poll_url"] == started.poll_url and made.adapter.poll_url == started.poll_url
+    assert SECRET_KEY not in json.dumps(made.serialize()[1])
+    event = await first_event(made)
+    assert event["status"] == "success" and event["run_id"] == started.run_id
+    polls = runwatch_emulator.requests(vendor="gloriamundo", method="GET", run_id=started.run_id)
+    assert polls and {p["path"] for p in polls} == {started.poll_url}
+
+
+def test_a_poll_url_that_differs_from_the_documented_path_is_the_one_requested() -> None:
+    """Where GloriaMundo points elsewhere on its API (a future path), the trigger's adapter follows it."""
+    from airflow_provider_runwatch.core.connection import ConnectionSettings
+    from airflow_provider_runwatch.vendors.gloriamundo import GLORIAMUNDO, WORKFLOW_RUNS
+
+    run_id = str(uuid.uuid4())
+    settings = ConnectionSettings(
+        vendor=GLORIAMUNDO, conn_id="g", base_url="https://app.gloriamundo.com/api/v1", api_key="k1234"
+    )
+    moved = GloriaMundoRunTrigger(
+        conn_id="g", run_id=run_id, poll_interval=1, poll_url=f"/api/v1/workflow-runs/{run_id}/status"
+    )
+    assert moved.adapter.status_call(settings, run_id).request.path == f"/workflow-runs/{run_id}/status"
+    assert moved.adapter.result_call(settings, run_id).request.path == f"/workflow-runs/{run_id}/status"
+    plain_trigger = GloriaMundoRunTrigger(conn_id="g", run_id=run_id, poll_interval=1)
+    assert plain_trigger.adapter is WORKFLOW_RUNS
+    assert WORKFLOW_RUNS.status_call(settings, run_id).request.path == f"/runs/{run_id}/status"

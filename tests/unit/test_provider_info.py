@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import json
 import warnings
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +54,49 @@ def test_choices_are_named_for_the_dropdown(conn_type: str, name: str, field: di
         return
     shown = schema.get("values_display", {})
     assert all(("null" if value is None else str(value)) in shown for value in schema["enum"]), (conn_type, name)
+
+
+# -- the whole provider info, against Airflow's own schema ------------------------------------------------------
+def _airflow_schema() -> dict[str, Any]:
+    """``provider_info.schema.json`` as this Airflow ships it (apache-airflow-core 3.x keeps it beside
+    ``providers_manager``; the providers manager validates every provider's info against it)."""
+    import airflow
+
+    path = Path(airflow.__file__).parent / "provider_info.schema.json"
+    schema: dict[str, Any] = json.loads(path.read_text())
+    return schema
+
+
+def test_provider_info_matches_airflows_schema() -> None:
+    import jsonschema
+
+    info = get_provider_info()
+    jsonschema.validate(info, _airflow_schema())
+    # The schema is loose where the providers manager is strict: these keys are the ones it reads.
+    for decorator in info["task-decorators"]:
+        assert set(decorator) == {"name", "class-name"}, decorator
+
+
+def test_provider_info_covers_the_package() -> None:
+    """Every section names what the package really has: each module and class imports, each
+    hook/operator/sensor/trigger entry belongs to a declared integration, and no module is left out."""
+    info = get_provider_info()
+    integrations = {i["integration-name"] for i in info["integrations"]}
+    assert integrations == {"Gumloop", "GloriaMundo", "Puffle"}
+    assert all(i["external-doc-url"].startswith("https://") and i["tags"] for i in info["integrations"])
+    package = Path(importlib.import_module("airflow_provider_runwatch").__file__ or "").parent
+    for kind in ("hooks", "operators", "sensors", "triggers"):
+        listed = [module for entry in info[kind] for module in entry["python-modules"]]
+        assert {entry["integration-name"] for entry in info[kind]} <= integrations, kind
+        on_disk = {
+            f"airflow_provider_runwatch.{kind}.{p.stem}" for p in (package / kind).glob("*.py") if p.stem[0] != "_"
+        } - {f"airflow_provider_runwatch.{kind}.{shared}" for shared in ("base", "lineage")}
+        assert set(listed) == on_disk, kind
+        for module in listed:
+            importlib.import_module(module)
+    for path in info["extra-links"] + [d["class-name"] for d in info["task-decorators"]]:
+        module, _, name = path.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), name)), path
+    assert [ct["hook-class-name"].rpartition(".")[0] for ct in info["connection-types"]] == [
+        module for entry in info["hooks"] for module in entry["python-modules"]
+    ]

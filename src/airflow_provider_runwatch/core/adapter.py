@@ -59,6 +59,10 @@ class RunAdapter(ABC):
         """The request that cancels the run, or ``None`` when the vendor has none."""
         return None
 
+    def with_poll_url(self, poll_url: str | None) -> RunAdapter:
+        """This adapter, polling where the start answer said (GloriaMundo's ``poll_url``); others ignore it."""
+        return self
+
     def run_url(self, settings: ConnectionSettings, run_id: str) -> str | None:
         """A link to the run in the vendor's app, when one can be built."""
         template = self.vendor.run_url_template

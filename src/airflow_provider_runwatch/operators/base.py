@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
@@ -31,6 +32,8 @@ STATE_KEY = "runwatch_run_id"
 #: task_state_store key holding ``{"run_id", "url"}`` when the vendor gave a run URL at the start only (Gumloop
 #: flows): a retry starts with its XCom cleared, so without it a reattached run would lose its link.
 STATE_URL_KEY = "runwatch_run_url"
+#: ``execute_complete`` was resumed without a ``run_url`` kwarg.
+_UNSET: Any = object()
 #: How long before ``execution_timeout`` the wait gives up, so the task can still cancel the run and say why...
 EXECUTION_TIMEOUT_MARGIN = 5.0
 #: ... but never more than this share of ``execution_timeout``: a 4 s limit must still leave time to poll.
@@ -220,16 +223,23 @@ class RunTaskMixin:
             ti.xcom_push(key="messages", value=result.messages)
         summary = result.summary
         if summary.url is None:
-            summary = summary.model_copy(update={"url": self.adapter.run_url(self.hook.settings, summary.run_id)})
-        ti.xcom_push(key="run", value=summary.to_xcom())
+            url = getattr(self, "_run_url", None) or self.adapter.run_url(self.hook.settings, summary.run_id)
+            summary = summary.model_copy(update={"url": url})
+        self.push_run(context, summary.to_xcom())
         self.log.info("%s succeeded", self.what(summary.run_id))
         return result.answer
 
     def on_paused(self, context: Context, event: RunEvent, run_id: str) -> Any:
         raise RunFailedError(self.failure_message(event, run_id))
 
+    def push_run(self, context: Context, value: dict[str, Any]) -> None:
+        """The ``run`` XCom, also kept on the task for lineage: the OpenLineage listener reports from a forked
+        process, where reading XCom back is not possible."""
+        self.last_run: dict[str, Any] | None = value
+        context["ti"].xcom_push(key="run", value=value)
+
     def push_failure_summary(self, context: Context, event: RunEvent) -> None:
-        context["ti"].xcom_push(key="run", value=self.failure_summary(event))
+        self.push_run(context, self.failure_summary(event))
 
     def failure_summary(self, event: RunEvent) -> dict[str, Any]:
         """The ``run`` XCom of a run that did not succeed; vendors add to it (GloriaMundo: cost, timings)."""
@@ -267,8 +277,11 @@ class RunOperator(RunTaskMixin, BaseOperator):
     :param timeout: seconds for the whole wait; an absolute deadline that survives triggerer restarts.
         When it passes the run is cancelled where the vendor allows it and the task fails.
     :param cancel_on_kill: cancel the remote run when the task is killed or times out.
-    :param reattach: on a retry, watch the run the previous try started instead of starting another
-        (needs Airflow >= 3.3's ``task_state_store``).
+    :param durable: Airflow 3.3's name for retry safety (as ``ResumableJobMixin(durable=True)``): the run id is
+        recorded in ``task_state_store`` before the wait, and a retry of the same task instance watches the run
+        the previous try started (or hands on its result) instead of starting another. ``False`` leaves
+        ``task_state_store`` alone. Needs Airflow >= 3.3; Gumloop sessions are retry-safe on every version.
+    :param reattach: deprecated alias of ``durable`` (warns once per process).
     :param max_consecutive_failures: transient poll failures in a row (network, 429, 5xx) before giving up.
     """
 
@@ -283,7 +296,8 @@ class RunOperator(RunTaskMixin, BaseOperator):
         poll_interval: float | None = None,
         timeout: float | timedelta | None = None,
         cancel_on_kill: bool = True,
-        reattach: bool = True,
+        durable: bool = True,
+        reattach: bool | None = None,
         max_consecutive_failures: int = 5,
         **kwargs: Any,
     ) -> None:
@@ -294,11 +308,13 @@ class RunOperator(RunTaskMixin, BaseOperator):
         self.poll_interval = _seconds(poll_interval, "poll_interval") or self.default_poll_interval
         self.timeout = _seconds(timeout, "timeout")
         self.cancel_on_kill = cancel_on_kill
-        self.reattach = reattach
+        self.durable = _durable(durable, reattach)
         if max_consecutive_failures < 1:
             raise ConfigurationError(f"max_consecutive_failures must be >= 1, got {max_consecutive_failures}")
         self.max_consecutive_failures = max_consecutive_failures
         self._run_id: str | None = None
+        #: The vendor's link to the run, when it gave one at the start (Gumloop flows): for the summary and lineage.
+        self._run_url: str | None = None
 
     # -- to implement per operator --------------------------------------------------------------------
     def start_run(self, context: Context) -> StartedRun:
@@ -324,24 +340,40 @@ class RunOperator(RunTaskMixin, BaseOperator):
             self.defer(
                 trigger=self.make_trigger(run_id, deadline, stop_on_paused=self.stop_on_paused),
                 method_name="execute_complete",
-                kwargs={"run_id": run_id},
+                kwargs={"run_id": run_id, "run_url": self._run_url},
             )
         event = self.wait_blocking(run_id, deadline, stop_on_paused=self.stop_on_paused)
         return self.finish(context, event, run_id)
 
-    def execute_complete(self, context: Context, event: Any = None, run_id: str | None = None) -> Any:
+    def execute_complete(
+        self, context: Context, event: Any = None, run_id: str | None = None, run_url: Any = _UNSET
+    ) -> Any:
         """Resume after the trigger: validate its event, then finish on the worker."""
         self._run_id = run_id
         parsed = self.validate_event(event, run_id)
+        if run_url is _UNSET:
+            # Deferred without it (an older version of this provider, or `dags test`, which resumes with the
+            # event only): the link is still in this try's XCom.
+            run_url = _pulled_run_url(context, self.task_id)
+        self._run_url = run_url if isinstance(run_url, str) and run_url else None
         return self.finish(context, parsed, parsed.run_id)
 
     @property
     def stop_on_paused(self) -> bool:
         return True
 
+    @property
+    def reattach(self) -> bool:
+        """Deprecated name of :attr:`durable`."""
+        return self.durable
+
+    def state_store(self, context: Context) -> Any:
+        """This task instance's ``task_state_store`` when the task is durable (and Airflow >= 3.3 has one)."""
+        return context.get("task_state_store") if self.durable else None  # type: ignore[call-overload]
+
     def reattach_or_start(self, context: Context) -> tuple[str, RunStatus | None]:
         """Reattach to this task instance's earlier run when it is still going or succeeded; else start."""
-        store = context.get("task_state_store") if self.reattach else None  # type: ignore[call-overload]
+        store = self.state_store(context)
         previous = store.get(STATE_KEY) if store is not None else None
         if isinstance(previous, str) and previous:
             from airflow_provider_runwatch.core.models import RunState
@@ -356,7 +388,7 @@ class RunOperator(RunTaskMixin, BaseOperator):
                 url = _stored_url(store, previous) or self.adapter.run_url(self.hook.settings, previous)
                 self.remember(context, StartedRun(previous, url), store)
                 return previous, status
-        elif self.reattach and store is None and (context.get("ti") is not None) and _try_number(context) > 1:
+        elif self.durable and store is None and (context.get("ti") is not None) and _try_number(context) > 1:
             self.log.warning("task_state_store needs Airflow >= 3.3: this retry cannot reattach and starts a new run")
         started = self.start_run(context)
         verb = "Reattached to" if started.reattached else "Started"
@@ -374,6 +406,7 @@ class RunOperator(RunTaskMixin, BaseOperator):
     def remember(self, context: Context, started: StartedRun, store: Any) -> None:
         """Record the run before waiting: XCom for users and downstream tasks, task_state_store for retries."""
         self._run_id = started.run_id
+        self._run_url = started.url
         ti = context["ti"]
         ti.xcom_push(key="run_id", value=started.run_id)
         if started.url:
@@ -385,12 +418,21 @@ class RunOperator(RunTaskMixin, BaseOperator):
 
     def succeed(self, context: Context, result: RunResult) -> Any:
         answer = super().succeed(context, result)
-        store = context.get("task_state_store")  # type: ignore[call-overload]
+        store = self.state_store(context)
         if store is not None:
             # Nothing left to reattach to: a later clear of this task must start a fresh run.
             store.delete(STATE_KEY)
             store.delete(STATE_URL_KEY)
         return answer
+
+    # -- OpenLineage (called by apache-airflow-providers-openlineage, when installed) ---------------------------
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The ``runwatch`` run facet: vendor, run id and link, agent/workflow/flow id, state, cost, usage."""
+        return _lineage(self, task_instance, failed=False)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """The same facet for a run that failed, was cancelled or timed out, with the vendor's error."""
+        return _lineage(self, task_instance, failed=True)
 
     def on_kill(self) -> None:
         """Blocking path (SIGTERM, or ``execution_timeout`` firing while a poll hangs): cancel the remote run
@@ -402,6 +444,46 @@ class RunOperator(RunTaskMixin, BaseOperator):
             return
         self.log.warning("Task killed while %s was still going", self.what(self._run_id))
         self.hook.cancel(self.adapter, self._run_id)
+
+
+def _pulled_run_url(context: Context, task_id: str) -> Any:
+    pull = getattr(context.get("ti"), "xcom_pull", None)
+    if pull is None:
+        return None
+    try:
+        return pull(task_ids=task_id, key="run_url")
+    except Exception:  # only the link is lost, never the run
+        return None
+
+
+def _lineage(task: RunOperator, task_instance: Any, *, failed: bool) -> Any:
+    try:
+        from airflow_provider_runwatch.operators.lineage import run_lineage
+    except ImportError:  # the OpenLineage provider is not installed: nothing asks for lineage
+        return None
+    return run_lineage(task, task_instance, failed=failed)
+
+
+_warned_reattach = False
+
+
+def _durable(durable: bool, reattach: bool | None) -> bool:
+    """``durable``, or the deprecated ``reattach`` (one warning per process: a DAG file is parsed again and again)."""
+    global _warned_reattach
+    if reattach is None:
+        return bool(durable)
+    if not _warned_reattach:
+        _warned_reattach = True
+        from airflow.exceptions import AirflowProviderDeprecationWarning
+
+        warnings.warn(
+            "`reattach` is deprecated: use `durable` (Airflow 3.3's name for the same option)",
+            AirflowProviderDeprecationWarning,
+            stacklevel=4,
+        )
+    if not durable and reattach:
+        raise ConfigurationError("durable=False and reattach=True contradict each other: pass only `durable`")
+    return bool(reattach)
 
 
 def _stored_url(store: Any, run_id: str) -> str | None:

@@ -4,16 +4,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_runwatch.core.errors import RunwatchError
-from airflow_provider_runwatch.operators.base import RunOperator, StartedRun
+from airflow_provider_runwatch.operators.base import RunOperator, StartedRun, _import
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_runwatch.core.adapter import RunAdapter
     from airflow_provider_runwatch.core.models import RunEvent
     from airflow_provider_runwatch.hooks.gloriamundo import GloriaMundoHook
+    from airflow_provider_runwatch.triggers.base import RunTrigger
 
 
 class GloriaMundoWorkflowOperator(RunOperator):
@@ -39,6 +41,8 @@ class GloriaMundoWorkflowOperator(RunOperator):
     or a timeout logs that the run goes on, with its id.
     """
 
+    #: Durable without ``ResumableJobMixin`` (see RunOperator's ``durable``): the Airflow registry's marker.
+    __supports_durable_execution: ClassVar[bool] = True
     template_fields: Sequence[str] = ("workflow_id", "input")
     template_fields_renderers = {"input": "json"}
     hook_class_path = "airflow_provider_runwatch.hooks.gloriamundo.GloriaMundoHook"
@@ -50,10 +54,22 @@ class GloriaMundoWorkflowOperator(RunOperator):
         super().__init__(**kwargs)
         self.workflow_id = workflow_id
         self.input = input
+        self._poll_url: str | None = None
+
+    @property
+    def adapter(self) -> RunAdapter:
+        """Polls the execute answer's ``poll_url`` once this task started the run (the documented path else)."""
+        adapter: RunAdapter = _import(self.adapter_path)
+        return adapter.with_poll_url(getattr(self, "_poll_url", None))
+
+    def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
+        trigger: Any = super().make_trigger(run_id, deadline, stop_on_paused=stop_on_paused)
+        return trigger.with_poll_url(getattr(self, "_poll_url", None))  # type: ignore[no-any-return]
 
     def start_run(self, context: Context) -> StartedRun:
         hook: GloriaMundoHook = self.hook  # type: ignore[assignment]
         started = hook.execute_workflow(self.workflow_id, self.input)
+        self._poll_url = started.poll_url
         return StartedRun(started.run_id)
 
     def failure_summary(self, event: RunEvent) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow.sdk import BaseOperator
 
@@ -98,6 +98,8 @@ class GumloopAgentOperator(RunOperator):
     that it goes on.
     """
 
+    #: Durable without ``ResumableJobMixin`` (see RunOperator's ``durable``): the Airflow registry's marker.
+    __supports_durable_execution: ClassVar[bool] = True
     template_fields: Sequence[str] = ("agent_id", "message", "user_id", "project_id", "interaction_id")
     hook_class_path = HOOK
     adapter_path = "airflow_provider_runwatch.vendors.gumloop.INTERACTIONS"
@@ -177,7 +179,7 @@ def handle_paused(task: Any, context: Context, event: RunEvent, run_id: str, mod
     if mode == "succeed" and result is not None:
         if result.messages is not None:
             ti.xcom_push(key="messages", value=result.messages)
-        ti.xcom_push(key="run", value=result.summary.to_xcom())
+        task.push_run(context, result.summary.to_xcom())
         task.log.info(
             "%s needs a human decision (%s); handing on the text so far (on_approval_required='succeed')",
             task.what(run_id),
@@ -221,6 +223,8 @@ class GumloopSessionOperator(RunOperator):
     defaults to 3 s and may not be under 1 s. A kill, or a ``timeout`` that passes, cancels the session.
     """
 
+    #: Durable without ``ResumableJobMixin`` (see RunOperator's ``durable``): the Airflow registry's marker.
+    __supports_durable_execution: ClassVar[bool] = True
     template_fields: Sequence[str] = ("agent_id", "input", "metadata", "session_id")
     template_fields_renderers = {"metadata": "json"}
     hook_class_path = HOOK
@@ -256,7 +260,7 @@ class GumloopSessionOperator(RunOperator):
 
     # -- starting, idempotently ---------------------------------------------------------------------------------
     def reattach_or_start(self, context: Context) -> tuple[str, Any]:
-        self._store = context.get("task_state_store") if self.reattach else None  # type: ignore[call-overload]
+        self._store = self.state_store(context)
         return super().reattach_or_start(context)
 
     def _status_of_previous(self, run_id: str) -> Any:
@@ -351,7 +355,7 @@ class GumloopSessionOperator(RunOperator):
     def _advance_generation(self, context: Context) -> None:
         """After a success, a later clear of this task must start a new session: move to the next id."""
         if self._store is None:
-            self._store = context.get("task_state_store") if self.reattach else None  # type: ignore[call-overload]
+            self._store = self.state_store(context)
         if not self.session_id:
             self._store_set(GENERATION_KEY, self._generation() + 1)
 
@@ -368,7 +372,7 @@ class GumloopSessionOperator(RunOperator):
     def _remember_cancel(self, context: Context | None, run_id: str) -> None:
         """A cancelled session may read as running for a while: never reattach to it on a retry."""
         if self._store is None and context is not None:
-            self._store = context.get("task_state_store") if self.reattach else None  # type: ignore[call-overload]
+            self._store = self.state_store(context)
         self._store_set(CANCELLED_KEY, run_id)
 
 
@@ -393,6 +397,8 @@ class GumloopFlowOperator(RunOperator):
     (``kill_pipeline``).
     """
 
+    #: Durable without ``ResumableJobMixin`` (see RunOperator's ``durable``): the Airflow registry's marker.
+    __supports_durable_execution: ClassVar[bool] = True
     template_fields: Sequence[str] = ("flow_id", "inputs")
     template_fields_renderers = {"inputs": "json"}
     operator_extra_links = (GumloopRunLink(),)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_runwatch.operators.base import RunOperator, StartedRun
 
@@ -28,6 +28,8 @@ class PuffleAgentChatOperator(RunOperator):
     the run goes on, with its id.
     """
 
+    #: Durable without ``ResumableJobMixin`` (see RunOperator's ``durable``): the Airflow registry's marker.
+    __supports_durable_execution: ClassVar[bool] = True
     template_fields: Sequence[str] = ("message", "history", "conversation_id")
     template_fields_renderers = {"history": "json"}
     hook_class_path = "airflow_provider_runwatch.hooks.puffle.PuffleHook"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow_provider_runwatch.hooks.gloriamundo import GloriaMundoHook
 from airflow_provider_runwatch.triggers.base import RunTrigger
 from airflow_provider_runwatch.vendors.gloriamundo import WORKFLOW_RUNS
@@ -18,3 +20,17 @@ class GloriaMundoRunTrigger(RunTrigger):
 
     hook_class = GloriaMundoHook
     adapter = WORKFLOW_RUNS
+
+    def __init__(self, *, poll_url: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.with_poll_url(poll_url)
+
+    def with_poll_url(self, poll_url: str | None) -> GloriaMundoRunTrigger:
+        """Poll the execute answer's ``poll_url`` (a path on the connection's host, not a secret)."""
+        self.poll_url = poll_url
+        self.adapter = WORKFLOW_RUNS.with_poll_url(poll_url)  # type: ignore[misc]
+        return self
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        classpath, kwargs = super().serialize()
+        return classpath, {**kwargs, "poll_url": self.poll_url}

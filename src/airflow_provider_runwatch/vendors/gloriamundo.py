@@ -303,14 +303,21 @@ class GloriaMundoWorkflowRuns(RunAdapter):
     vendor = GLORIAMUNDO
     noun = "workflow run"
 
+    def __init__(self, poll_url: str | None = None) -> None:
+        #: The execute answer's ``poll_url`` (checked by :func:`status_path`), else the documented path.
+        self.poll_url = poll_url
+
+    def with_poll_url(self, poll_url: str | None) -> GloriaMundoWorkflowRuns:
+        return GloriaMundoWorkflowRuns(poll_url) if poll_url else self
+
     def validate_run_id(self, run_id: str) -> str:
         return validate_run_id(run_id)
 
     def status_call(self, settings: ConnectionSettings, run_id: str) -> Call[RunStatus]:
-        return get_run_status(run_id, base_url=settings.base_url).map(to_status)
+        return get_run_status(run_id, self.poll_url, settings.base_url).map(to_status)
 
     def result_call(self, settings: ConnectionSettings, run_id: str) -> Call[RunResult]:
-        return get_run_status(run_id, base_url=settings.base_url).map(to_result)
+        return get_run_status(run_id, self.poll_url, settings.base_url).map(to_result)
 
 
 WORKFLOW_RUNS = GloriaMundoWorkflowRuns()
