@@ -253,6 +253,11 @@ async def test_kwargs_carry_no_secret_and_bad_arguments_fail_at_parse_time() -> 
     _, kwargs = trigger.serialize()
     assert SECRET_KEY not in json.dumps(kwargs)
     assert kwargs["states"] == ["completed", "failed"]
+    filtered = make(trigger_id="trg_42")
+    key = filtered.shared_stream_key()
+    filtered.trigger_id = 7  # the triggerer sets its row id here: the Gumloop filter must not change
+    assert filtered.serialize()[1]["trigger_id"] == "trg_42" and filtered.shared_stream_key() == key
+    assert filtered.listing().filters["trigger_id"] == "trg_42"
     with pytest.raises(Exception, match="poll_interval must be at least 1"):
         GumloopSessionEventTrigger(agent_id="agt", poll_interval=0.1)
     with pytest.raises(Exception, match="states must name"):

@@ -361,7 +361,8 @@ class GumloopSessionEventTrigger(BaseEventTrigger):
         self.agent_id = agent_id.strip()
         self.states = sorted({state.strip() for state in chosen})
         self.type = type
-        self.trigger_id = trigger_id
+        # Not ``self.trigger_id``: the triggerer sets that attribute to the trigger's row id.
+        self.gumloop_trigger_id = trigger_id
         self.creator_user_id = creator_user_id
         self.search = search
         self.poll_interval = float(poll_interval)
@@ -380,7 +381,7 @@ class GumloopSessionEventTrigger(BaseEventTrigger):
                 "agent_id": self.agent_id,
                 "states": list(self.states),
                 "type": self.type,
-                "trigger_id": self.trigger_id,
+                "trigger_id": self.gumloop_trigger_id,
                 "creator_user_id": self.creator_user_id,
                 "search": self.search,
                 "poll_interval": self.poll_interval,
@@ -391,7 +392,7 @@ class GumloopSessionEventTrigger(BaseEventTrigger):
     def _filters(self) -> dict[str, str | None]:
         return {
             "type": self.type,
-            "trigger_id": self.trigger_id,
+            "trigger_id": self.gumloop_trigger_id,
             "creator_user_id": self.creator_user_id,
             "search": self.search,
         }
@@ -446,7 +447,7 @@ class GumloopSessionEventTrigger(BaseEventTrigger):
             self.conn_id,
             self.agent_id,
             self.type,
-            self.trigger_id,
+            self.gumloop_trigger_id,
             self.creator_user_id,
             self.search,
             self.poll_interval,
