@@ -25,9 +25,16 @@ FINISHED = 6
 
 
 @pytest.fixture
-def job_scheduling(deployment: Deployment, happy_runs: dict[str, dict[str, Any]]) -> Iterator[Deployment]:
-    """The scheduler with job scheduling on and the other examples paused, for the length of one test."""
-    others = [dag_id for dag_id in EXAMPLE_DAG_IDS if dag_id != "example_gumloop_session_events"]
+def job_scheduling(deployment: Deployment, request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    """The scheduler with job scheduling on and the cron examples paused, for the length of one test.
+
+    Examples are unpaused only when the suite's happy runs were started: those are waited for first, so that
+    pausing their DAGs stalls nothing; alone, this test finds them paused and skips that wait."""
+    examples = [dag_id for dag_id in EXAMPLE_DAG_IDS if dag_id != "example_gumloop_session_events"]
+    with deployment.api() as c:
+        others = [dag_id for dag_id in examples if not c.get(f"/dags/{dag_id}").json()["is_paused"]]
+    if others:
+        request.getfixturevalue("happy_runs")
     with deployment.api() as c:
         for dag_id in others:
             c.patch(f"/dags/{dag_id}", json={"is_paused": True}).raise_for_status()
