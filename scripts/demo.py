@@ -4,11 +4,17 @@ It starts the emulator, makes a throwaway AIRFLOW_HOME on sqlite, points the thr
 at the emulator with ``AIRFLOW_CONN_*`` variables, runs each example DAG with the real CLI (deferred
 tasks run their triggers in line), then prints each agent's answer from the XComs Airflow stored.
 Exit status is non-zero when any DAG run did not succeed.
+
+The event-driven example is scheduled on an asset watcher, which only a triggerer runs (``dags test``
+cannot): for it the demo starts sessions in the emulator from outside Airflow, runs the watcher's trigger
+in this process until they have fired, and hands the events to ``dags test`` as the run's conf.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -16,9 +22,14 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow_provider_runwatch.emulator.server import EmulatorServer
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "example_dags"
+EVENTS_DAG = "example_gumloop_session_events"
 
 
 def main() -> int:
@@ -50,8 +61,12 @@ def main() -> int:
         failures = 0
         for dag_id in dag_ids:
             t0 = time.monotonic()
+            extra = ["--conf", json.dumps({"sessions": watch_sessions(emulator)})] if dag_id == EVENTS_DAG else []
             proc = subprocess.run(
-                [sys.executable, "-m", "airflow", "dags", "test", dag_id], capture_output=True, text=True, check=False
+                [sys.executable, "-m", "airflow", "dags", "test", *extra, dag_id],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if args.verbose:
                 print(proc.stdout + proc.stderr)
@@ -63,6 +78,49 @@ def main() -> int:
     if not args.keep_home:
         subprocess.run(["rm", "-rf", home], check=False)
     return 1 if failures else 0
+
+
+def watch_sessions(emulator: EmulatorServer, count: int = 3) -> list[dict[str, object]]:
+    """Start sessions in the emulator as Slack would, and run the example's watcher trigger until they fire."""
+    import importlib.util
+
+    from airflow_provider_runwatch.triggers.gumloop import GumloopSessionEventTrigger
+
+    spec = importlib.util.spec_from_file_location(EVENTS_DAG, EXAMPLES / f"{EVENTS_DAG}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    [watcher] = module.TRIAGE_SESSIONS.watchers
+    _, kwargs = watcher.trigger.serialize()
+    # The example polls every 60 s; here every second, to keep the demo short.
+    trigger = GumloopSessionEventTrigger(**{**kwargs, "poll_interval": 1})
+    print(
+        f"\n{EVENTS_DAG}: `airflow dags test` cannot run an asset watcher, so the demo runs its trigger here:\n"
+        f"  {count} sessions of {kwargs['agent_id']} start from outside Airflow (type slack, done 2 s later);"
+    )
+
+    async def watch() -> list[dict[str, object]]:
+        fired: list[dict[str, object]] = []
+        events = trigger.run()
+        first = asyncio.ensure_future(anext(events))
+        listing = f"/api/v1/agents/{kwargs['agent_id']}/sessions"
+        for _ in range(100):  # the baseline poll first: sessions that had already finished never fire
+            if emulator.requests(path_prefix=listing):
+                break
+            await asyncio.sleep(0.1)
+        emulator.schedule_sessions(kwargs["agent_id"], count, every=0.5, scenario="seconds=2", type="slack")
+        async with asyncio.timeout(30):
+            fired.append((await first).payload)
+            while len(fired) < count:
+                fired.append((await anext(events)).payload)
+        await events.aclose()
+        return fired
+
+    fired = asyncio.run(watch())
+    for payload in fired:
+        print(f"  event: session {payload['session_id']} {payload['state']} ({payload['type']})")
+    print("  -> the DAG run gets these events as its conf (a triggerer would start it from the asset events)")
+    return fired
 
 
 def discover_dag_ids() -> list[str]:

@@ -216,6 +216,7 @@ def create_app(state: EmulatorState | None = None) -> Starlette:
         *_tagged(gumloop.routes(state), gumloop.VENDOR),
         *_tagged(gloriamundo.routes(state), gloriamundo.VENDOR),
         *_control_routes(state),
+        *gumloop.autonomous_routes(state, CONTROL_PREFIX),
     ]
     app = Starlette(
         routes=routes,

@@ -71,7 +71,7 @@ from airflow_provider_runwatch.emulator.common import (
     retry_after,
     start_scenario,
 )
-from airflow_provider_runwatch.emulator.scenario import ScenarioError, strip_directive
+from airflow_provider_runwatch.emulator.scenario import ScenarioError, parse_spec, strip_directive
 from airflow_provider_runwatch.emulator.state import fingerprint
 
 if TYPE_CHECKING:
@@ -513,13 +513,15 @@ def _session_body(run: EmulatedRun, state: str, queue_position: int | None, *, w
         "agent_id": run.data["agent_id"],
         "agent_name": f"Agent {run.data['agent_id']}",
         "name": _subject(run.data.get("prompt") or "New session")[:80],
-        "type": "api",
+        "type": run.data.get("type") or "api",
         "state": state,
         "created_at": _iso(run.created_wall),
         "creator": {"user_id": run.data.get("user") or "team", "email": None, "name": None},
         "metadata": run.data.get("metadata") or {},
         "pending_approvals": [],
     }
+    if run.data.get("trigger_id"):
+        session["trigger_id"] = run.data["trigger_id"]
     if state == "idle":
         messages: list[dict[str, Any]] = []
         session["usage"] = {"credit_cost": 0, "tool_credit_cost": 0, "flow_credit_cost": 0}
@@ -912,6 +914,9 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         session_id: str = request.path_params["session_id"]
         context(request).run_id = session_id
         run = find(session_id, owner, SESSION)
+        if run is None and session_id.startswith("sess_auto_"):
+            _materialize_planned(state, owner, session_id)
+            run = find(session_id, owner, SESSION)
         if run is None:
             seeded = store().seeded.get(session_id)
             if seeded is not None and seeded["owner"] == owner:
@@ -1030,6 +1035,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
             return new_error(404, "Agent not found", "not_found_error", "agent_not_found")
         if agent_id.startswith("private"):
             return new_error(403, "This API key cannot use this agent", "permission_error", "agent_access_denied")
+        materialize_autonomous(state, owner, agent_id)
         q = request.query_params
         raw_size = q.get("page_size")
         page_size = DEFAULT_PAGE_SIZE
@@ -1175,3 +1181,135 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         Route(f"{p}/get_pl_run", get_pl_run, methods=["GET"]),
         Route(f"{p}/kill_pipeline", kill_pipeline, methods=["POST"]),
     ]
+
+
+# -- autonomous sessions: started "from outside" (Slack, the web app, Gumloop's triggers), over time -------------
+#: The per-session scenario of an autonomous session when the control call names none: done 5 s after it appears.
+AUTONOMOUS_SCENARIO = "seconds=5"
+MAX_AUTONOMOUS = 1000
+
+
+def schedule_autonomous(
+    state: EmulatorState,
+    agent_id: str,
+    *,
+    count: int,
+    every: float,
+    start_in: float = 0.0,
+    scenario: Scenario,
+    type_: str = "slack",
+    name: str = "Support triage",
+    trigger_id: str | None = None,
+    creator_user_id: str | None = None,
+    owner: str | None = None,
+) -> list[dict[str, Any]]:
+    """Plan ``count`` sessions of ``agent_id`` that appear one every ``every`` seconds from ``start_in`` on,
+    each then behaving as ``scenario`` (``seconds=T`` makes them finish on their own). They come into being
+    when the agent's sessions are next listed or read (lazily, so no background task is needed), with the
+    ``created_at`` they were planned for. ``owner`` (a key fingerprint) None: whoever reads the agent first."""
+    now = time.time()
+    plans: list[dict[str, Any]] = [
+        {
+            "id": f"sess_auto_{_hex(f'{now}:{agent_id}:{i}:{os.urandom(4).hex()}')}",
+            "agent_id": agent_id,
+            "due": now + start_in + i * every,
+            "scenario": scenario,
+            "type": type_,
+            "name": f"{name} #{i + 1}",
+            "trigger_id": trigger_id,
+            "user": creator_user_id,
+            "owner": owner,
+        }
+        for i in range(count)
+    ]
+    state.store(VENDOR).setdefault("autonomous", []).extend(plans)
+    return [{"id": p["id"], "appears_at": _iso(p["due"])} for p in plans]
+
+
+def materialize_autonomous(state: EmulatorState, owner: str, agent_id: str) -> None:
+    """Create the planned sessions of ``agent_id`` whose time has come, as if someone had started them then."""
+    plans: list[dict[str, Any]] = state.store(VENDOR).get("autonomous", [])
+    if not plans:
+        return
+    now_wall, now_mono = time.time(), time.monotonic()
+    waiting = []
+    for plan in plans:
+        if plan["agent_id"] != agent_id or plan["due"] > now_wall or plan["owner"] not in (None, owner):
+            waiting.append(plan)
+            continue
+        run = state.new_run(
+            VENDOR,
+            owner,
+            plan["scenario"],
+            run_id=plan["id"],
+            data={
+                "kind": SESSION,
+                "agent_id": agent_id,
+                "prompt": plan["name"],
+                "metadata": {},
+                "user": plan["user"],
+                "idle": False,
+                "type": plan["type"],
+                "trigger_id": plan["trigger_id"],
+                "autonomous": True,
+            },
+        )
+        run.created_wall = plan["due"]
+        run.created_monotonic = now_mono - (now_wall - plan["due"])
+        _Store(state).agent(owner, agent_id)["live"].append(run.id)
+    plans[:] = waiting
+
+
+def _materialize_planned(state: EmulatorState, owner: str, session_id: str) -> None:
+    """A read of a planned session by id brings its agent's due sessions into being (as a listing does)."""
+    for plan in list(state.store(VENDOR).get("autonomous", [])):
+        if plan["id"] == session_id:
+            materialize_autonomous(state, owner, plan["agent_id"])
+            return
+
+
+def autonomous_routes(state: EmulatorState, prefix: str) -> list[BaseRoute]:
+    """``POST {prefix}/gumloop/agents/{agent_id}/sessions`` (prefix: the control API's): plan autonomous sessions (see
+    :func:`schedule_autonomous`). Body: ``count`` (1-1000), ``every`` (s), ``start_in`` (s), ``scenario``
+    (each session's, default ``seconds=5``), ``type``, ``name``, ``trigger_id``, ``creator_user_id``,
+    ``api_key`` (whose sessions they are; default: whoever reads the agent first)."""
+
+    async def plan(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return error_response(400, 'emulator: body must be a JSON object like {"count": 3, "every": 2}')
+        count, every, start_in = body.get("count", 1), body.get("every", 0), body.get("start_in", 0)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_AUTONOMOUS:
+            return error_response(400, f"emulator: count must be an integer from 1 to {MAX_AUTONOMOUS}")
+        for key, value in (("every", every), ("start_in", start_in)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                return error_response(400, f"emulator: {key} must be a number of seconds >= 0")
+        texts = {k: body.get(k) for k in ("type", "name", "trigger_id", "creator_user_id", "api_key", "scenario")}
+        if any(value is not None and not isinstance(value, str) for value in texts.values()):
+            return error_response(
+                400, "emulator: type, name, trigger_id, creator_user_id, api_key and scenario must be strings"
+            )
+        try:
+            scenario = parse_spec(texts["scenario"] or AUTONOMOUS_SCENARIO)
+        except ScenarioError as exc:
+            return error_response(400, str(exc))
+        assert scenario is not None
+        planned = schedule_autonomous(
+            state,
+            request.path_params["agent_id"],
+            count=count,
+            every=float(every),
+            start_in=float(start_in),
+            scenario=scenario,
+            type_=texts["type"] or "slack",
+            name=texts["name"] or "Support triage",
+            trigger_id=texts["trigger_id"],
+            creator_user_id=texts["creator_user_id"],
+            owner=fingerprint(texts["api_key"]) if texts["api_key"] else None,
+        )
+        return json_response({"sessions": planned})
+
+    return [Route(f"{prefix}/gumloop/agents/{{agent_id}}/sessions", plan, methods=["POST"])]

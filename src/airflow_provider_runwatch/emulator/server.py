@@ -384,6 +384,17 @@ class EmulatorServer:
         record: dict[str, Any] = response.json()
         return record
 
+    def schedule_sessions(self, agent_id: str, count: int = 1, every: float = 0.0, **options: Any) -> list[str]:
+        """Plan Gumloop sessions that appear and finish on their own (``POST
+        /_emulator/gumloop/agents/{agent_id}/sessions``); returns their ids. ``options``: ``start_in``,
+        ``scenario`` (default ``seconds=5``), ``type``, ``name``, ``trigger_id``, ``creator_user_id``, ``api_key``."""
+        body = {"count": count, "every": every, **options}
+        response = self._http().post(f"/_emulator/gumloop/agents/{agent_id}/sessions", json=body)
+        if response.status_code == 400:
+            raise ValueError(response.json().get("error", response.text))
+        response.raise_for_status()
+        return [item["id"] for item in response.json()["sessions"]]
+
     def set_scenario(self, text: str | None) -> None:
         """Default scenario for runs started from now on without their own (None or "" clears it)."""
         response = self._http().put("/_emulator/scenario", json={"scenario": text})

@@ -1,0 +1,120 @@
+"""Event-driven scheduling through the real deployment: the triggerer runs GumloopSessionEventTrigger in an
+AssetWatcher, sessions started "from outside" (planned in the emulator) finish on their own, and the
+scheduler starts DAG runs from the asset events: every finished session lands in exactly one DAG run.
+
+Asset-triggered DAG runs come from the scheduler's job scheduling, which the suite switches off (only
+REST-triggered runs): for this test the scheduler is restarted with it on, the cron examples paused so they
+add no runs of their own, and both are put back afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import EXAMPLE_DAG_IDS, Deployment
+
+pytestmark = pytest.mark.e2e
+
+DAG_ID = "e2e_gumloop_events"
+AGENT = "agt_e2e_events"
+FINISHED = 6
+
+
+@pytest.fixture
+def job_scheduling(deployment: Deployment, request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    """The scheduler with job scheduling on and the cron examples paused, for the length of one test.
+
+    Examples are unpaused only when the suite's happy runs were started: those are waited for first, so that
+    pausing their DAGs stalls nothing; alone, this test finds them paused and skips that wait."""
+    examples = [dag_id for dag_id in EXAMPLE_DAG_IDS if dag_id != "example_gumloop_session_events"]
+    with deployment.api() as c:
+        others = [dag_id for dag_id in examples if not c.get(f"/dags/{dag_id}").json()["is_paused"]]
+    if others:
+        request.getfixturevalue("happy_runs")
+    with deployment.api() as c:
+        for dag_id in others:
+            c.patch(f"/dags/{dag_id}", json={"is_paused": True}).raise_for_status()
+        c.patch(f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+    deployment.stop("scheduler")
+    deployment.env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "True"
+    deployment.start("scheduler", "scheduler")
+    try:
+        yield deployment
+    finally:
+        with deployment.api() as c:
+            c.patch(f"/dags/{DAG_ID}", json={"is_paused": True})
+        deployment.stop("scheduler")
+        deployment.env["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"
+        deployment.start("scheduler", "scheduler")
+        with deployment.api() as c:
+            for dag_id in others:
+                c.patch(f"/dags/{dag_id}", json={"is_paused": False})
+
+
+def _runs(dep: Deployment) -> list[dict[str, Any]]:
+    """The DAG's runs, each with the session ids of its triggering asset events."""
+    with dep.api() as c:
+        r = c.get(f"/dags/{DAG_ID}/dagRuns", params={"limit": 100})
+        r.raise_for_status()
+        runs = r.json()["dag_runs"]
+        for run in runs:
+            events = c.get(f"/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/upstreamAssetEvents")
+            events.raise_for_status()
+            run["session_ids"] = [e["extra"]["payload"]["session_id"] for e in events.json()["asset_events"]]
+    return list(runs)
+
+
+def _wait(what: str, check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} after {timeout}s")
+        time.sleep(1)
+
+
+def test_every_finished_session_starts_exactly_one_dag_run_with_its_id(job_scheduling: Deployment) -> None:
+    dep, emu = job_scheduling, job_scheduling.emulator
+    started = time.monotonic()
+    listing = f"/api/v1/agents/{AGENT}/sessions"
+    _wait("the triggerer never polled the watcher's agent", lambda: emu.requests(path_prefix=listing), 120)
+    baseline_seq = max(r["seq"] for r in emu.requests(path_prefix=listing))
+    _wait(
+        "no poll after the baseline",
+        lambda: any(r["seq"] > baseline_seq for r in emu.requests(path_prefix=listing)),
+        30,
+    )
+    # Started from "Slack", outside Airflow: 6 that complete and 2 that fail, over ~10 s.
+    done = emu.schedule_sessions(AGENT, FINISHED, every=1.5, scenario="seconds=2", type="slack")
+    failed = emu.schedule_sessions(AGENT, 2, every=1.5, scenario="seconds=2 outcome=failed", type="slack")
+
+    def all_in() -> bool:
+        runs = _runs(dep)
+        seen = {sid for run in runs for sid in run["session_ids"]}
+        return set(done) <= seen and all(run["state"] in ("success", "failed") for run in runs)
+
+    _wait(f"not every finished session reached a DAG run: {_runs(dep)}", all_in, 150)
+    time.sleep(6)  # three more polls: nothing fires again
+    runs = _runs(dep)
+    ids = [sid for run in runs for sid in run["session_ids"]]
+    duplicates = len(ids) - len(set(ids))
+    misses = len(set(done) - set(ids))
+    print(
+        f"e2e events: {len(done)} sessions completed, {len(failed)} failed (not watched), {len(runs)} DAG runs "
+        f"started, {len(ids)} session events, {duplicates} duplicates, {misses} misses, "
+        f"{time.monotonic() - started:.0f}s"
+    )
+    assert duplicates == 0 and misses == 0, runs
+    assert sorted(ids) == sorted(done), (ids, done)
+    assert all(run["state"] == "success" and run["run_type"] == "asset_triggered" for run in runs), runs
+    for run in runs:  # each run fetched the answers of its own sessions with the hook
+        rows = dep.xcom(DAG_ID, run["dag_run_id"], "answers")
+        assert [row["session_id"] for row in rows] == run["session_ids"] or sorted(
+            row["session_id"] for row in rows
+        ) == sorted(run["session_ids"])
+        assert all(row["answer"] for row in rows), rows
+    triggerer = dep.logs("triggerer")
+    assert "Gumloop session events of agent" not in triggerer or "stopped" not in triggerer
