@@ -9,13 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
 from airflow_provider_runwatch.core.errors import ConfigurationError
 from airflow_provider_runwatch.links import GumloopRunLink
 from airflow_provider_runwatch.operators.base import RunFailedError, RunOperator, StartedRun, _import, _try_number
+from airflow_provider_runwatch.operators.gumloop_shared import (
+    DEFAULT_POLL_INTERVAL,
+    HOOK,
+    ApprovalMode,
+    check_approval_mode,
+    check_poll_interval,
+    handle_paused,
+    interaction_adapter,
+    interaction_trigger,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -25,13 +35,6 @@ if TYPE_CHECKING:
     from airflow_provider_runwatch.hooks.gumloop import GumloopHook
     from airflow_provider_runwatch.triggers.base import RunTrigger
 
-HOOK = "airflow_provider_runwatch.hooks.gumloop.GumloopHook"
-#: Gumloop advises polling every 2-5 s and never faster than once a second.
-DEFAULT_POLL_INTERVAL = 3.0
-MIN_POLL_INTERVAL = 1.0
-APPROVAL_MODES = ("fail", "wait", "succeed")
-ApprovalMode = Literal["fail", "wait", "succeed"]
-
 #: task_state_store keys of the session operator (Airflow >= 3.3).
 GENERATION_KEY = "runwatch_gumloop_session_generation"
 CANCELLED_KEY = "runwatch_gumloop_cancelled_session"
@@ -39,43 +42,6 @@ CANCELLED_KEY = "runwatch_gumloop_cancelled_session"
 MAX_GENERATIONS = 20
 #: Session states an earlier try's session can be in without being worth reattaching to.
 DEAD_SESSION_STATES = frozenset({"failed", "cancelled", "idle"})
-
-
-def check_poll_interval(seconds: float, name: str = "poll_interval") -> None:
-    if seconds < MIN_POLL_INTERVAL:
-        raise ConfigurationError(
-            f"{name} must be at least {MIN_POLL_INTERVAL:g} s for Gumloop (it advises polling every 2-5 s and "
-            f"never faster than once a second), got {seconds:g}"
-        )
-
-
-def check_approval_mode(mode: str) -> ApprovalMode:
-    if mode not in APPROVAL_MODES:
-        raise ConfigurationError(f"on_approval_required must be one of {', '.join(APPROVAL_MODES)}, got {mode!r}")
-    return mode  # type: ignore[return-value]
-
-
-# -- interactions: the task's user/project override follows the run to the triggerer ----------------------------
-def _interaction_adapter(task: Any) -> RunAdapter:
-    adapter = _import("airflow_provider_runwatch.vendors.gumloop.INTERACTIONS")
-    bound: RunAdapter = adapter.with_identity(task.user_id, task.project_id)
-    return bound
-
-
-def _interaction_trigger(task: Any, run_id: str, deadline: float | None, stop_on_paused: bool) -> RunTrigger:
-    trigger_class = _import("airflow_provider_runwatch.triggers.gumloop.GumloopAgentTrigger")
-    trigger: RunTrigger = trigger_class(
-        conn_id=task.hook.conn_id,
-        run_id=run_id,
-        poll_interval=task.poll_interval,
-        deadline=deadline,
-        max_consecutive_failures=task.max_consecutive_failures,
-        stop_on_paused=stop_on_paused,
-        cancel_on_kill=task.cancel_on_kill,
-        user_id=task.user_id or None,
-        project_id=task.project_id or None,
-    )
-    return trigger
 
 
 class GumloopAgentOperator(RunOperator):
@@ -123,10 +89,10 @@ class GumloopAgentOperator(RunOperator):
 
     @property
     def adapter(self) -> RunAdapter:
-        return _interaction_adapter(self)
+        return interaction_adapter(self)
 
     def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
-        return _interaction_trigger(self, run_id, deadline, stop_on_paused)
+        return interaction_trigger(self, run_id, deadline, stop_on_paused)
 
     def start_run(self, context: Context) -> StartedRun:
         from airflow_provider_runwatch.core.errors import ConflictError
@@ -152,46 +118,6 @@ class GumloopAgentOperator(RunOperator):
                 return StartedRun(str(self.interaction_id), reattached=True)
             raise
         return StartedRun(started.interaction_id)
-
-
-# -- sessions: approvals ------------------------------------------------------------------------------------------
-def handle_paused(task: Any, context: Context, event: RunEvent, run_id: str, mode: ApprovalMode) -> Any:
-    """A session stopped at ``approval_required``: fail with the approvals summarized, or hand on the text so
-    far with ``pending_approvals`` in XCom. In ``wait`` mode (sensor pokes) return None: keep waiting."""
-    from airflow_provider_runwatch.core.errors import RunwatchError
-    from airflow_provider_runwatch.vendors.gumloop import describe_approvals, paused_session
-
-    if mode == "wait":
-        task.log.info("%s is waiting for an approval; waiting on", task.what(run_id))
-        return None
-    hook: GumloopHook = task.hook
-    result: RunResult | None = None
-    pending: list[Any] = []
-    try:
-        result, pending = hook.call(paused_session(hook.settings, run_id))
-    except RunwatchError as exc:
-        task.log.warning("Could not read the pending approvals of %s: %s", task.what(run_id), exc)
-    ti = context["ti"]
-    ti.xcom_push(key="pending_approvals", value=pending)
-    if mode == "succeed" and result is not None:
-        if result.messages is not None:
-            ti.xcom_push(key="messages", value=result.messages)
-        ti.xcom_push(key="run", value=result.summary.to_xcom())
-        task.log.info(
-            "%s needs a human decision (%s); handing on the text so far (on_approval_required='succeed')",
-            task.what(run_id),
-            describe_approvals(pending),
-        )
-        # The session is not over: a clear of this task reattaches to it (and gets the final answer once the
-        # approvals are answered), so the derived session id stays where it is.
-        return result.answer
-    task.push_failure_summary(context, event)
-    summary = describe_approvals(pending) if result is not None else (event.message or "waiting for an approval")
-    raise RunFailedError(
-        f"{task.what(run_id)} is waiting for a human approval (vendor state 'approval_required'): {summary}. "
-        "Answer it in Gumloop (or POST /sessions/{id}/approvals) and clear the task, or set "
-        "on_approval_required='wait' or 'succeed'."
-    )
 
 
 class GumloopSessionOperator(RunOperator):

@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import PokeReturnValue
 
 from airflow_provider_runwatch.core.errors import ConfigurationError
-from airflow_provider_runwatch.operators.gumloop import (
+from airflow_provider_runwatch.operators.gumloop_shared import (
     DEFAULT_POLL_INTERVAL,
     HOOK,
     ApprovalMode,
-    _interaction_adapter,
-    _interaction_trigger,
     check_approval_mode,
     check_poll_interval,
     handle_paused,
+    interaction_adapter,
+    interaction_trigger,
 )
 from airflow_provider_runwatch.sensors.base import RunSensor
 
@@ -77,10 +77,10 @@ class GumloopAgentSensor(_GumloopSensor):
 
     @property
     def adapter(self) -> RunAdapter:
-        return _interaction_adapter(self)
+        return interaction_adapter(self)
 
     def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
-        return _interaction_trigger(self, run_id, deadline, stop_on_paused)
+        return interaction_trigger(self, run_id, deadline, stop_on_paused)
 
 
 class GumloopSessionSensor(_GumloopSensor):
