@@ -8,7 +8,7 @@ often. Hooks, vendor models and triggers are imported when a task runs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -16,6 +16,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_runwatch.core.errors import ConfigurationError
 from airflow_provider_runwatch.links import GumloopRunLink
 from airflow_provider_runwatch.operators.base import RunFailedError, RunOperator, StartedRun, _import, _try_number
+from airflow_provider_runwatch.operators.gumloop_approvals import AirflowApprovalsMixin
 from airflow_provider_runwatch.operators.gumloop_shared import (
     DEFAULT_POLL_INTERVAL,
     HOOK,
@@ -120,7 +121,7 @@ class GumloopAgentOperator(RunOperator):
         return StartedRun(started.interaction_id)
 
 
-class GumloopSessionOperator(RunOperator):
+class GumloopSessionOperator(AirflowApprovalsMixin, RunOperator):
     """Run a Gumloop agent session (``POST /agents/{agent_id}/sessions``) and hand on its answer.
 
     Retry-safe: the session id is derived from dag id, task id, run id and map index (``sess_airflow_`` + a
@@ -140,7 +141,15 @@ class GumloopSessionOperator(RunOperator):
     :param on_approval_required: what to do when the session pauses for a human (``approval_required``):
         ``"fail"`` (default) fails the task with the pending approvals summarized; ``"wait"`` keeps waiting
         until someone answers them (or ``timeout`` passes); ``"succeed"`` returns the text so far and pushes
-        ``pending_approvals``.
+        ``pending_approvals``; ``"airflow"`` asks in Airflow's Required Actions (human in the loop), posts the
+        answer to Gumloop and waits on, round after round; every round is in the ``approvals`` XCom.
+    :param approval_assigned_users: with ``"airflow"``: who may answer (user ids, or ``{"id", "name"}``).
+    :param approval_notifiers: with ``"airflow"``: notifiers run when a request opens (Airflow ``BaseNotifier``).
+    :param approval_timeout: with ``"airflow"``: seconds (or a timedelta) each round may wait for the human;
+        that time then does not count against ``timeout``. Unset, the human's time counts against ``timeout``
+        and the request times out when ``timeout`` would.
+    :param approval_default: with ``"airflow"``: the answer a timeout gives, ``"reject"`` (default) or
+        ``"accept"``.
 
     Plus every :class:`~airflow_provider_runwatch.operators.base.RunOperator` option; ``poll_interval``
     defaults to 3 s and may not be under 1 s. A kill, or a ``timeout`` that passes, cancels the session.
@@ -161,6 +170,10 @@ class GumloopSessionOperator(RunOperator):
         metadata: dict[str, Any] | None = None,
         session_id: str | None = None,
         on_approval_required: ApprovalMode = "fail",
+        approval_assigned_users: Any = None,
+        approval_notifiers: Any = None,
+        approval_timeout: float | timedelta | None = None,
+        approval_default: str = "reject",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -170,6 +183,9 @@ class GumloopSessionOperator(RunOperator):
         self.metadata = metadata
         self.session_id = session_id
         self.on_approval_required = check_approval_mode(on_approval_required)
+        self.init_approvals(
+            self.on_approval_required, approval_assigned_users, approval_notifiers, approval_timeout, approval_default
+        )
         self._store: Any = None
 
     @property
@@ -177,7 +193,24 @@ class GumloopSessionOperator(RunOperator):
         return self.on_approval_required != "wait"
 
     def on_paused(self, context: Context, event: RunEvent, run_id: str) -> Any:
+        if self.on_approval_required == "airflow":
+            return self.ask_in_airflow(context, event, run_id)
         return handle_paused(self, context, event, run_id, self.on_approval_required)
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: Any = None,
+        run_id: str | None = None,
+        approvals: list[dict[str, Any]] | None = None,
+    ) -> Any:
+        self.resume_rounds(approvals)
+        return super().execute_complete(context, event, run_id)
+
+    def failure_message(self, event: RunEvent, run_id: str) -> str:
+        message = super().failure_message(event, run_id)
+        note = self.rejection_note() if event.status == "failed" else ""
+        return message.replace(" failed", " failed" + note, 1) if note else message
 
     # -- starting, idempotently ---------------------------------------------------------------------------------
     def reattach_or_start(self, context: Context) -> tuple[str, Any]:

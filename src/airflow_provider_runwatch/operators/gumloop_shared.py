@@ -24,8 +24,8 @@ HOOK = "airflow_provider_runwatch.hooks.gumloop.GumloopHook"
 #: Gumloop advises polling every 2-5 s and never faster than once a second.
 DEFAULT_POLL_INTERVAL = 3.0
 MIN_POLL_INTERVAL = 1.0
-APPROVAL_MODES = ("fail", "wait", "succeed")
-ApprovalMode = Literal["fail", "wait", "succeed"]
+APPROVAL_MODES = ("fail", "wait", "succeed", "airflow")
+ApprovalMode = Literal["fail", "wait", "succeed", "airflow"]
 
 
 def check_poll_interval(seconds: float, name: str = "poll_interval") -> None:
@@ -122,5 +122,5 @@ def handle_paused(task: GumloopTask, context: Context, event: RunEvent, run_id: 
     raise RunFailedError(
         f"{task.what(run_id)} is waiting for a human approval (vendor state 'approval_required'): {summary}. "
         "Answer it in Gumloop (or POST /sessions/{id}/approvals) and clear the task, or set "
-        "on_approval_required='wait' or 'succeed'."
+        "on_approval_required='wait', 'succeed' or 'airflow' (ask in Airflow's Required Actions)."
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import PokeReturnValue
 
 from airflow_provider_runwatch.core.errors import ConfigurationError
+from airflow_provider_runwatch.operators.gumloop_approvals import AirflowApprovalsMixin
 from airflow_provider_runwatch.operators.gumloop_shared import (
     DEFAULT_POLL_INTERVAL,
     HOOK,
@@ -83,11 +85,13 @@ class GumloopAgentSensor(_GumloopSensor):
         return interaction_trigger(self, run_id, deadline, stop_on_paused)
 
 
-class GumloopSessionSensor(_GumloopSensor):
+class GumloopSessionSensor(AirflowApprovalsMixin, _GumloopSensor):
     """Wait for Gumloop session ``run_id`` (alias ``session_id``); returns its last assistant text.
 
-    :param on_approval_required: ``"fail"`` (default), ``"wait"`` or ``"succeed"``, as for
-        :class:`~airflow_provider_runwatch.operators.gumloop.GumloopSessionOperator`.
+    :param on_approval_required: ``"fail"`` (default), ``"wait"``, ``"succeed"`` or ``"airflow"``, with
+        ``approval_assigned_users``, ``approval_notifiers``, ``approval_timeout`` and ``approval_default``, as
+        for :class:`~airflow_provider_runwatch.operators.gumloop.GumloopSessionOperator`. With ``"airflow"``
+        the sensor waits for the human deferred, whatever its mode, and then on the session deferred too.
 
     The sensor did not start the session, so it does not cancel it on kill unless ``cancel_on_kill=True``.
     """
@@ -101,10 +105,17 @@ class GumloopSessionSensor(_GumloopSensor):
         run_id: str | None = None,
         session_id: str | None = None,
         on_approval_required: ApprovalMode = "fail",
+        approval_assigned_users: Any = None,
+        approval_notifiers: Any = None,
+        approval_timeout: float | timedelta | None = None,
+        approval_default: str = "reject",
         **kwargs: Any,
     ) -> None:
         super().__init__(run_id=_one_id(run_id, session_id, "session_id", "session id"), **kwargs)
         self.on_approval_required = check_approval_mode(on_approval_required)
+        self.init_approvals(
+            self.on_approval_required, approval_assigned_users, approval_notifiers, approval_timeout, approval_default
+        )
         self._paused_answer: Any = _UNSET
 
     @property
@@ -118,7 +129,24 @@ class GumloopSessionSensor(_GumloopSensor):
     def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
         return super().make_trigger(run_id, deadline, stop_on_paused=self.stop_on_paused)
 
+    def execute_complete(
+        self,
+        context: Context,
+        event: Any = None,
+        run_id: str | None = None,
+        approvals: list[dict[str, Any]] | None = None,
+    ) -> Any:
+        self.resume_rounds(approvals)
+        return super().execute_complete(context, event, run_id)
+
+    def failure_message(self, event: RunEvent, run_id: str) -> str:
+        message = super().failure_message(event, run_id)
+        note = self.rejection_note() if event.status == "failed" else ""
+        return message.replace(" failed", " failed" + note, 1) if note else message
+
     def on_paused(self, context: Context, event: RunEvent, run_id: str) -> Any:
+        if self.on_approval_required == "airflow":
+            return self.ask_in_airflow(context, event, run_id)
         answer = handle_paused(self, context, event, run_id, self.on_approval_required)
         if self.on_approval_required == "succeed":
             self._paused_answer = answer
