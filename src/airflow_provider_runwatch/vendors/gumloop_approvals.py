@@ -111,7 +111,7 @@ def build_request(
     """The Required Actions entry for one round of ``items`` (not empty)."""
     if not items:
         raise ApprovalError(f"Gumloop session {session_id} is waiting for an approval but lists no pending approvals")
-    noun = "tool call" if len(items) == 1 else f"{len(items)} tool calls"
+    noun = "a tool call" if len(items) == 1 else f"{len(items)} tool calls"
     tools = ", ".join(dict.fromkeys(item.tool for item in items))
     subject = f"Gumloop agent asks to run {tools}"
     lines = [
