@@ -191,11 +191,9 @@ def test_a_retry_while_the_request_is_open_reattaches_and_asks_again_idempotentl
     # The try dies while the request is open; the retry runs execute again on the same task instance.
     retry_ctx = hitl_context("manual__hitl_retry", store)
     retry = session_op("Acme [emulator: polls=0 approvals=send_email]")
-    with pytest.raises(TaskDeferred) as reattached:
-        retry.execute(retry_ctx)
-    assert reattached.value.kwargs["run_id"] == run_id
     with pytest.raises(TaskDeferred) as asked:
-        retry.execute_complete(retry_ctx, wait_on(retry, reattached.value), run_id)
+        retry.execute(retry_ctx)  # reattaches, sees the pause, and asks at once (no deferral on the session)
+    assert asked.value.kwargs["run_id"] == run_id and asked.value.method_name == "approval_complete"
     starts = runwatch_emulator.requests(method="POST", path_prefix="/api/v1/agents/agent_ops/sessions", run_id=run_id)
     assert [s["status"] for s in starts] == [202], "no second session: the retry reattached via task_state_store"
     # The same request, for the same task instance (Airflow keeps one per task instance and returns it).

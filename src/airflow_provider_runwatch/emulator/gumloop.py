@@ -449,12 +449,14 @@ def _pending_approvals(run: EmulatedRun, number: int) -> list[dict[str, Any]]:
 
 
 def _paused_session_state(run: EmulatedRun, decision: PollDecision) -> str:
-    """A paused session: waiting for round k's answer, resuming (one ``processing`` read after an answer), then
+    """A paused session: waiting for round k's answer, resuming (``processing`` reads after an answer), then
     the next round, or the end (``completed``; ``failed`` after a rejection with ``on_reject=fail``)."""
     rounds = _approval_rounds(run)
     if not rounds:
         return "approval_required"
-    if _cancel_pending(run, decision) or decision.poll_index - rounds[-1]["at_poll"] < 1:
+    # Resuming after an answer takes as many reads as the start did (``polls``, at least one).
+    resume_reads = max(1, run.scenario.polls or 0) if run.scenario.approvals else 1
+    if _cancel_pending(run, decision) or decision.poll_index - rounds[-1]["at_poll"] < resume_reads:
         return "processing"
     if _rejection_error(run):
         return "failed"

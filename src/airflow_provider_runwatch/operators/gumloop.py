@@ -215,7 +215,27 @@ class GumloopSessionOperator(AirflowApprovalsMixin, RunOperator):
     # -- starting, idempotently ---------------------------------------------------------------------------------
     def reattach_or_start(self, context: Context) -> tuple[str, Any]:
         self._store = context.get("task_state_store") if self.reattach else None  # type: ignore[call-overload]
-        return super().reattach_or_start(context)
+        run_id, status = super().reattach_or_start(context)
+        if (
+            status is not None
+            and status.state.value == "paused"
+            and self.on_approval_required == "airflow"
+            and self.wait_for_completion
+        ):
+            # A retry found its session waiting for approval: ask (or find the open request) right away, rather
+            # than deferring on the session only to be told at once that it is paused.
+            from airflow_provider_runwatch.core.models import RunEvent
+
+            event = RunEvent(
+                status="paused",
+                vendor=status.vendor,
+                run_id=run_id,
+                state=status.state,
+                vendor_state=status.vendor_state,
+                deadline=self.deadline(context, self.timeout),
+            )
+            self.ask_in_airflow(context, event, run_id)
+        return run_id, status
 
     def _status_of_previous(self, run_id: str) -> Any:
         if run_id == self._store_get(CANCELLED_KEY):
