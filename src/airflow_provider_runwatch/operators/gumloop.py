@@ -197,21 +197,6 @@ class GumloopSessionOperator(AirflowApprovalsMixin, RunOperator):
             return self.ask_in_airflow(context, event, run_id)
         return handle_paused(self, context, event, run_id, self.on_approval_required)
 
-    def execute_complete(
-        self,
-        context: Context,
-        event: Any = None,
-        run_id: str | None = None,
-        approvals: list[dict[str, Any]] | None = None,
-    ) -> Any:
-        self.resume_rounds(approvals)
-        return super().execute_complete(context, event, run_id)
-
-    def failure_message(self, event: RunEvent, run_id: str) -> str:
-        message = super().failure_message(event, run_id)
-        note = self.rejection_note() if event.status == "failed" else ""
-        return message.replace(" failed", " failed" + note, 1) if note else message
-
     # -- starting, idempotently ---------------------------------------------------------------------------------
     def reattach_or_start(self, context: Context) -> tuple[str, Any]:
         self._store = context.get("task_state_store") if self.reattach else None  # type: ignore[call-overload]

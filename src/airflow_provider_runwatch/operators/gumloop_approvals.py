@@ -280,6 +280,22 @@ class AirflowApprovalsMixin:
             kwargs={"run_id": run_id, "approvals": rounds},
         )
 
+    # -- resuming: the rounds ride along; a failure after a rejection names the rejected call ---------------------
+    def execute_complete(
+        self,
+        context: Context,
+        event: Any = None,
+        run_id: str | None = None,
+        approvals: list[dict[str, Any]] | None = None,
+    ) -> Any:
+        self.resume_rounds(approvals)
+        return super().execute_complete(context, event, run_id)  # type: ignore[misc]
+
+    def failure_message(self, event: RunEvent, run_id: str) -> str:
+        message: str = super().failure_message(event, run_id)  # type: ignore[misc]
+        note = self.rejection_note() if event.status == "failed" else ""
+        return message.replace(" failed", " failed" + note, 1) if note else message
+
     def resume_rounds(self, approvals: list[dict[str, Any]] | None) -> None:
         """Rounds handed on through a deferral's kwargs (the only carrier before Airflow 3.3)."""
         if approvals is not None:

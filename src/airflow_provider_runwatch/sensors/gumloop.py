@@ -129,21 +129,6 @@ class GumloopSessionSensor(AirflowApprovalsMixin, _GumloopSensor):
     def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
         return super().make_trigger(run_id, deadline, stop_on_paused=self.stop_on_paused)
 
-    def execute_complete(
-        self,
-        context: Context,
-        event: Any = None,
-        run_id: str | None = None,
-        approvals: list[dict[str, Any]] | None = None,
-    ) -> Any:
-        self.resume_rounds(approvals)
-        return super().execute_complete(context, event, run_id)
-
-    def failure_message(self, event: RunEvent, run_id: str) -> str:
-        message = super().failure_message(event, run_id)
-        note = self.rejection_note() if event.status == "failed" else ""
-        return message.replace(" failed", " failed" + note, 1) if note else message
-
     def on_paused(self, context: Context, event: RunEvent, run_id: str) -> Any:
         if self.on_approval_required == "airflow":
             return self.ask_in_airflow(context, event, run_id)
