@@ -120,6 +120,9 @@ class RunEvent(BaseModel):
     state: RunState | None = None
     vendor_state: str | None = None
     message: str = ""
+    #: The wait's absolute deadline (epoch seconds), handed back so a task that resumes to ask a human
+    #: (Gumloop approvals) can defer again against the same deadline.
+    deadline: float | None = None
 
     @field_validator("message")
     @classmethod

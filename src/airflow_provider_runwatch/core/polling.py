@@ -153,6 +153,7 @@ class Poller:
             state=self.last.state if self.last else None,
             vendor_state=self.last.vendor_state if self.last else None,
             message=shorten(message, 1000),
+            deadline=self.options.deadline,
         )
 
     def _log_change(self, status: RunStatus) -> None:

@@ -369,39 +369,143 @@ def _failed_messages(run: EmulatedRun, error: str) -> list[dict[str, Any]]:
 
 
 def _approval_messages(run: EmulatedRun) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Messages so far and the pending approvals of a session paused for a human."""
+    """Messages so far and the pending approvals of a session paused for a human (its current round)."""
     prompt: str = run.data["prompt"]
-    action_id = f"act_{_hex(run.id + ':approval', 20)}"
-    call_id = f"call_{_hex(run.id + ':send', 16)}"
-    draft = f"Draft summary for '{_subject(prompt)}' is ready to send to the account owner."
+    number = len(_approval_rounds(run))
+    pending = _pending_approvals(run, number)
     assistant = {
-        "id": f"msg_{_hex(run.id + ':paused', 16)}",
+        "id": f"msg_{_hex(run.id + ':paused' + (f':{number}' if number else ''), 16)}",
         "role": "assistant",
-        "timestamp": _naive(run.created_wall + 1.5),
+        "timestamp": _naive(run.created_wall + 1.5 + number),
         "content": None,
         "parts": [
-            {"id": "part_1", "type": "text", "text": "I drafted the summary email and need your approval to send it."},
-            {
-                "id": "part_2",
-                "type": "tool_invocation",
-                "toolCallId": call_id,
-                "toolName": "send_email",
-                "toolCallState": "approval-requested",
-                "result": {"args": {"to": "owner@example.com", "subject": "Account summary"}, "result": None},
-            },
+            {"id": "part_1", "type": "text", "text": "I drafted the summary email and need your approval to send it."}
+            if [item["tool_name"] for item in pending] == ["send_email"]
+            else {"id": "part_1", "type": "text", "text": f"I need your approval to run {_tool_list(pending)}."},
+            *(
+                {
+                    "id": f"part_{index + 2}",
+                    "type": "tool_invocation",
+                    "toolCallId": item["toolCallId"],
+                    "toolName": item["tool_name"],
+                    "toolCallState": "approval-requested",
+                    "result": {"args": _tool_args(item["tool_name"], prompt, brief=True), "result": None},
+                }
+                for index, item in enumerate(pending)
+            ),
         ],
     }
-    pending = [
-        {
-            "action_request_id": action_id,
-            "tool_name": "send_email",
-            "toolCallId": call_id,
-            "args": {"to": "owner@example.com", "subject": "Account summary", "body": draft},
-            "description": "Send the account summary email",
-            "requested_at": _naive(run.created_wall + 1.5),
-        }
-    ]
     return [*_turn_messages(run, final=False), assistant], pending
+
+
+# -- approvals: sessions that pause K times for given tools (scenario ``approvals=`` and ``on_reject=``) --------
+def _approval_plan(run: EmulatedRun) -> list[list[str]]:
+    """The tools asked for, round by round; a plain ``outcome=paused`` asks once, for ``send_email``."""
+    spec = run.scenario.approvals
+    if not spec:
+        return [["send_email"]]
+    return [round_.split("+") for round_ in spec.split("/")]
+
+
+def _approval_rounds(run: EmulatedRun) -> list[dict[str, Any]]:
+    """The rounds answered so far: ``{"responses": [...], "at_poll": N}`` each, oldest first."""
+    rounds: list[dict[str, Any]] = run.data.setdefault("approval_rounds", [])
+    return rounds
+
+
+def _tool_args(tool: str, prompt: str, *, brief: bool = False) -> dict[str, Any]:
+    subject = _subject(prompt)
+    if tool == "send_email":
+        args = {"to": "owner@example.com", "subject": "Account summary"}
+        if not brief:
+            args["body"] = f"Draft summary for '{subject}' is ready to send to the account owner."
+        return args
+    return {"account": subject[:60], "tool": tool}
+
+
+def _tool_list(pending: list[dict[str, Any]]) -> str:
+    return ", ".join(item["tool_name"] for item in pending)
+
+
+def _pending_approvals(run: EmulatedRun, number: int) -> list[dict[str, Any]]:
+    """Round ``number``'s pending approvals (round 0's first keeps the id older emulator versions gave)."""
+    plan = _approval_plan(run)
+    tools = plan[min(number, len(plan) - 1)]
+    pending = []
+    for index, tool in enumerate(tools):
+        key = ":approval" if (number, index) == (0, 0) else f":approval:{number}:{index}"
+        call_key = ":send" if (number, index) == (0, 0) else f":call:{number}:{index}"
+        pending.append(
+            {
+                "action_request_id": f"act_{_hex(run.id + key, 20)}",
+                "tool_name": tool,
+                "toolCallId": f"call_{_hex(run.id + call_key, 16)}",
+                "args": _tool_args(tool, run.data["prompt"]),
+                "description": "Send the account summary email" if tool == "send_email" else f"Run {tool}",
+                "requested_at": _naive(run.created_wall + 1.5 + number),
+            }
+        )
+    return pending
+
+
+def _paused_session_state(run: EmulatedRun, decision: PollDecision) -> str:
+    """A paused session: waiting for round k's answer, resuming (``processing`` reads after an answer), then
+    the next round, or the end (``completed``; ``failed`` after a rejection with ``on_reject=fail``)."""
+    rounds = _approval_rounds(run)
+    if not rounds:
+        return "approval_required"
+    # Resuming after an answer takes as many reads as the start did (``polls``, at least one).
+    resume_reads = max(1, run.scenario.polls or 0) if run.scenario.approvals else 1
+    if _cancel_pending(run, decision) or decision.poll_index - rounds[-1]["at_poll"] < resume_reads:
+        return "processing"
+    if _rejection_error(run):
+        return "failed"
+    if len(rounds) < len(_approval_plan(run)):
+        return "approval_required"
+    return "completed"
+
+
+def _rejected(run: EmulatedRun) -> list[dict[str, Any]]:
+    """The pending approvals that were answered ``reject``, in every round so far."""
+    found = []
+    for number, answered in enumerate(_approval_rounds(run)):
+        actions = {r["action_request_id"]: r["action"] for r in answered["responses"]}
+        found += [p for p in _pending_approvals(run, number) if actions.get(p["action_request_id"]) == "reject"]
+    return found
+
+
+def _rejection_error(run: EmulatedRun) -> str | None:
+    """With ``on_reject=fail``: why the session failed, naming the rejected tool call."""
+    rejected = _rejected(run) if run.scenario.on_reject == "fail" else []
+    if not rejected:
+        return None
+    first = rejected[0]
+    return f"Tool call {first['tool_name']} ({first['action_request_id']}) was rejected; the agent cannot go on"
+
+
+def _approvals_problem(run: EmulatedRun, responses: Any) -> tuple[str, str] | None:
+    """What is wrong with an ``approval_responses`` body for the current round: (message, code), or None."""
+    if not isinstance(responses, list) or not responses:
+        return "approval_responses must be a non-empty list", "invalid_approvals"
+    pending = {item["action_request_id"] for item in _approval_messages(run)[1]}
+    seen: set[str] = set()
+    for item in responses:
+        if not isinstance(item, dict) or item.get("action") not in ("accept", "reject"):
+            return "each approval response needs action_request_id and action accept|reject", "invalid_approvals"
+        ident = item.get("action_request_id")
+        if ident not in pending:
+            return f"unknown action_request_id {ident!r}", "unknown_action_request"
+        if ident in seen:
+            return f"action_request_id {ident!r} answered twice", "invalid_approvals"
+        seen.add(str(ident))
+    missing = sorted(pending - seen)
+    if missing:
+        return f"every pending approval needs an answer; missing {', '.join(missing)}", "invalid_approvals"
+    return None
+
+
+def _record_approvals(run: EmulatedRun, responses: list[dict[str, Any]]) -> None:
+    _approval_rounds(run).append({"responses": responses, "at_poll": run.polls_answered})
 
 
 def _usage(run: EmulatedRun, final: bool) -> dict[str, Any]:
@@ -416,8 +520,7 @@ def _usage(run: EmulatedRun, final: bool) -> dict[str, Any]:
 
 
 def _reject_note(run: EmulatedRun) -> list[dict[str, Any]]:
-    approval = run.data.get("approval") or {}
-    rejected = [r for r in approval.get("responses", []) if r.get("action") == "reject"]
+    rejected = _rejected(run)
     if not rejected:
         return []
     return [
@@ -425,7 +528,9 @@ def _reject_note(run: EmulatedRun) -> list[dict[str, Any]]:
             "id": f"msg_{_hex(run.id + ':rejected', 16)}",
             "role": "assistant",
             "timestamp": _naive(run.created_wall + 3),
-            "content": "Understood: I did not send the email.",
+            "content": "Understood: I did not send the email."
+            if [item["tool_name"] for item in rejected] == ["send_email"]
+            else f"Understood: I did not run {_tool_list(rejected)}.",
             "parts": [],
         }
     ]
@@ -456,12 +561,7 @@ def session_state(run: EmulatedRun, decision: PollDecision) -> tuple[str, int | 
         # Cancelled through the API: Gumloop ends the session as failed; the generic outcome: cancelled.
         return ("failed" if run.data.get("cancelled_via_api") else "cancelled"), None
     if outcome == "paused":
-        approval = run.data.get("approval")
-        if approval is None:
-            return "approval_required", None
-        if _cancel_pending(run, decision) or decision.poll_index - approval["at_poll"] < 1:
-            return "processing", None
-        return "completed", None
+        return _paused_session_state(run, decision), None
     if _cancel_pending(run, decision):
         return "processing", None
     return ("completed" if outcome == "succeeded" else "failed"), None
@@ -529,7 +629,7 @@ def _session_body(run: EmulatedRun, state: str, queue_position: int | None, *, w
         messages = [*history, *_turn_messages(run, final=True), *_reject_note(run)]
         session["usage"] = _usage(run, final=True)
     elif state == "failed":
-        error = CANCELLED_TEXT if run.data.get("cancelled_via_api") else run.scenario.error
+        error = CANCELLED_TEXT if run.data.get("cancelled_via_api") else _rejection_error(run) or run.scenario.error
         messages = [*history, *_failed_messages(run, error)]
         session["usage"] = _usage(run, final=False)
     elif state == "approval_required":
@@ -969,23 +1069,10 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
             )
         if session_state(run, state.peek(run))[0] != "approval_required":
             return new_error(409, "Session is not waiting for an approval", "conflict_error", "no_pending_approvals")
-        pending = {item["action_request_id"] for item in _approval_messages(run)[1]}
-        for item in responses:
-            if not isinstance(item, dict) or item.get("action") not in ("accept", "reject"):
-                return new_error(
-                    400,
-                    "each approval response needs action_request_id and action accept|reject",
-                    "invalid_request_error",
-                    "invalid_approvals",
-                )
-            if item.get("action_request_id") not in pending:
-                return new_error(
-                    400,
-                    f"unknown action_request_id {item.get('action_request_id')!r}",
-                    "invalid_request_error",
-                    "unknown_action_request",
-                )
-        run.data["approval"] = {"responses": responses, "at_poll": run.polls_answered}
+        problem = _approvals_problem(run, responses)
+        if problem is not None:
+            return new_error(400, problem[0], "invalid_request_error", problem[1])
+        _record_approvals(run, responses)
         return Response(_session_body(run, "processing", None, with_messages=False), media_type="application/json")
 
     async def follow_up(request: Request) -> Response:
@@ -1018,7 +1105,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
             run_id=run.id,
             data={**run.data, "prompt": strip_directive(text), "idle": False},
         )
-        turn.data.pop("approval", None)
+        turn.data.pop("approval_rounds", None)
         turn.data.pop("cancelled_via_api", None)
         turn.created_wall = run.created_wall if run.data.get("idle") else time.time()
         turn.cache["message"] = text

@@ -97,6 +97,11 @@ class Scenario:
     """Megabytes (10**6 bytes) of extra message content in the completed payload."""
     start_status: int | None = None
     """The start call itself fails with this HTTP status and the vendor's body for it; no run is created."""
+    approvals: str | None = None
+    """Gumloop sessions: the tools the agent asks approval for, round by round (rounds separated by ``/``, tools
+    of one round by ``+``: ``send_email/update_crm+post_slack`` pauses twice). Implies ``outcome=paused``."""
+    on_reject: Literal["continue", "fail"] = "continue"
+    """Gumloop sessions: after a rejected tool call the agent goes on without it, or the session fails."""
 
     @property
     def fault_polls(self) -> int:
@@ -260,6 +265,18 @@ def _build(pairs: list[tuple[str, str]]) -> Scenario:
                     f"emulator: scenario key 'outcome' must be one of {', '.join(OUTCOMES)}, got {value!r}"
                 )
             kwargs[key] = cast("Outcome", outcome)
+        elif key == "approvals":
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+(\+[A-Za-z0-9_.-]+)*(/[A-Za-z0-9_.-]+(\+[A-Za-z0-9_.-]+)*)*", value):
+                raise ScenarioError(
+                    "emulator: scenario key 'approvals' takes tool names, '+' between the tools of a round and "
+                    f"'/' between rounds (e.g. send_email/update_crm+post_slack), got {value!r}"
+                )
+            kwargs[key] = value
+            kwargs.setdefault("outcome", "paused")
+        elif key == "on_reject":
+            if value.lower() not in ("continue", "fail"):
+                raise ScenarioError(f"emulator: scenario key 'on_reject' must be continue or fail, got {value!r}")
+            kwargs[key] = value.lower()
         elif key == "unknown_state":
             if not value:
                 raise ScenarioError("emulator: scenario key 'unknown_state' needs a non-empty value")

@@ -8,8 +8,8 @@ often. Hooks, vendor models and triggers are imported when a task runs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
@@ -17,6 +17,16 @@ from airflow_provider_runwatch.core.checks import optional_whole_number, whole_n
 from airflow_provider_runwatch.core.errors import ConfigurationError
 from airflow_provider_runwatch.links import GumloopRunLink
 from airflow_provider_runwatch.operators.base import RunFailedError, RunOperator, StartedRun, _import, _try_number
+from airflow_provider_runwatch.operators.gumloop_approvals import AirflowApprovalsMixin
+from airflow_provider_runwatch.operators.gumloop_shared import (
+    HOOK,
+    ApprovalMode,
+    check_approval_mode,
+    handle_paused,
+    interaction_adapter,
+    interaction_trigger,
+)
+from airflow_provider_runwatch.vendors.gumloop_limits import DEFAULT_POLL_INTERVAL, check_poll_interval
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -26,13 +36,6 @@ if TYPE_CHECKING:
     from airflow_provider_runwatch.hooks.gumloop import GumloopHook
     from airflow_provider_runwatch.triggers.base import RunTrigger
 
-HOOK = "airflow_provider_runwatch.hooks.gumloop.GumloopHook"
-#: Gumloop advises polling every 2-5 s and never faster than once a second.
-DEFAULT_POLL_INTERVAL = 3.0
-MIN_POLL_INTERVAL = 1.0
-APPROVAL_MODES = ("fail", "wait", "succeed")
-ApprovalMode = Literal["fail", "wait", "succeed"]
-
 #: task_state_store keys of the session operator (Airflow >= 3.3).
 GENERATION_KEY = "runwatch_gumloop_session_generation"
 CANCELLED_KEY = "runwatch_gumloop_cancelled_session"
@@ -40,43 +43,6 @@ CANCELLED_KEY = "runwatch_gumloop_cancelled_session"
 MAX_GENERATIONS = 20
 #: Session states an earlier try's session can be in without being worth reattaching to.
 DEAD_SESSION_STATES = frozenset({"failed", "cancelled", "idle"})
-
-
-def check_poll_interval(seconds: float, name: str = "poll_interval") -> None:
-    if seconds < MIN_POLL_INTERVAL:
-        raise ConfigurationError(
-            f"{name} must be at least {MIN_POLL_INTERVAL:g} s for Gumloop (it advises polling every 2-5 s and "
-            f"never faster than once a second), got {seconds:g}"
-        )
-
-
-def check_approval_mode(mode: str) -> ApprovalMode:
-    if mode not in APPROVAL_MODES:
-        raise ConfigurationError(f"on_approval_required must be one of {', '.join(APPROVAL_MODES)}, got {mode!r}")
-    return mode  # type: ignore[return-value]
-
-
-# -- interactions: the task's user/project override follows the run to the triggerer ----------------------------
-def _interaction_adapter(task: Any) -> RunAdapter:
-    adapter = _import("airflow_provider_runwatch.vendors.gumloop.INTERACTIONS")
-    bound: RunAdapter = adapter.with_identity(task.user_id, task.project_id)
-    return bound
-
-
-def _interaction_trigger(task: Any, run_id: str, deadline: float | None, stop_on_paused: bool) -> RunTrigger:
-    trigger_class = _import("airflow_provider_runwatch.triggers.gumloop.GumloopAgentTrigger")
-    trigger: RunTrigger = trigger_class(
-        conn_id=task.hook.conn_id,
-        run_id=run_id,
-        poll_interval=task.poll_interval,
-        deadline=deadline,
-        max_consecutive_failures=task.max_consecutive_failures,
-        stop_on_paused=stop_on_paused,
-        cancel_on_kill=task.cancel_on_kill,
-        user_id=task.user_id or None,
-        project_id=task.project_id or None,
-    )
-    return trigger
 
 
 class GumloopAgentOperator(RunOperator):
@@ -126,10 +92,10 @@ class GumloopAgentOperator(RunOperator):
 
     @property
     def adapter(self) -> RunAdapter:
-        return _interaction_adapter(self)
+        return interaction_adapter(self)
 
     def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
-        return _interaction_trigger(self, run_id, deadline, stop_on_paused)
+        return interaction_trigger(self, run_id, deadline, stop_on_paused)
 
     def start_run(self, context: Context) -> StartedRun:
         from airflow_provider_runwatch.core.errors import ConflictError
@@ -157,47 +123,7 @@ class GumloopAgentOperator(RunOperator):
         return StartedRun(started.interaction_id)
 
 
-# -- sessions: approvals ------------------------------------------------------------------------------------------
-def handle_paused(task: Any, context: Context, event: RunEvent, run_id: str, mode: ApprovalMode) -> Any:
-    """A session stopped at ``approval_required``: fail with the approvals summarized, or hand on the text so
-    far with ``pending_approvals`` in XCom. In ``wait`` mode (sensor pokes) return None: keep waiting."""
-    from airflow_provider_runwatch.core.errors import RunwatchError
-    from airflow_provider_runwatch.vendors.gumloop import describe_approvals, paused_session
-
-    if mode == "wait":
-        task.log.info("%s is waiting for an approval; waiting on", task.what(run_id))
-        return None
-    hook: GumloopHook = task.hook
-    result: RunResult | None = None
-    pending: list[Any] = []
-    try:
-        result, pending = hook.call(paused_session(hook.settings, run_id))
-    except RunwatchError as exc:
-        task.log.warning("Could not read the pending approvals of %s: %s", task.what(run_id), exc)
-    ti = context["ti"]
-    ti.xcom_push(key="pending_approvals", value=pending)
-    if mode == "succeed" and result is not None:
-        if result.messages is not None:
-            ti.xcom_push(key="messages", value=result.messages)
-        task.push_run(context, result.summary.to_xcom())
-        task.log.info(
-            "%s needs a human decision (%s); handing on the text so far (on_approval_required='succeed')",
-            task.what(run_id),
-            describe_approvals(pending),
-        )
-        # The session is not over: a clear of this task reattaches to it (and gets the final answer once the
-        # approvals are answered), so the derived session id stays where it is.
-        return result.answer
-    task.push_failure_summary(context, event)
-    summary = describe_approvals(pending) if result is not None else (event.message or "waiting for an approval")
-    raise RunFailedError(
-        f"{task.what(run_id)} is waiting for a human approval (vendor state 'approval_required'): {summary}. "
-        "Answer it in Gumloop (or POST /sessions/{id}/approvals) and clear the task, or set "
-        "on_approval_required='wait' or 'succeed'."
-    )
-
-
-class GumloopSessionOperator(RunOperator):
+class GumloopSessionOperator(AirflowApprovalsMixin, RunOperator):
     """Run a Gumloop agent session (``POST /agents/{agent_id}/sessions``) and hand on its answer.
 
     Retry-safe: the session id is derived from dag id, task id, run id and map index (``sess_airflow_`` + a
@@ -217,7 +143,15 @@ class GumloopSessionOperator(RunOperator):
     :param on_approval_required: what to do when the session pauses for a human (``approval_required``):
         ``"fail"`` (default) fails the task with the pending approvals summarized; ``"wait"`` keeps waiting
         until someone answers them (or ``timeout`` passes); ``"succeed"`` returns the text so far and pushes
-        ``pending_approvals``.
+        ``pending_approvals``; ``"airflow"`` asks in Airflow's Required Actions (human in the loop), posts the
+        answer to Gumloop and waits on, round after round; every round is in the ``approvals`` XCom.
+    :param approval_assigned_users: with ``"airflow"``: who may answer (user ids, or ``{"id", "name"}``).
+    :param approval_notifiers: with ``"airflow"``: notifiers run when a request opens (Airflow ``BaseNotifier``).
+    :param approval_timeout: with ``"airflow"``: seconds (or a timedelta) each round may wait for the human;
+        that time then does not count against ``timeout``. Unset, the human's time counts against ``timeout``
+        and the request times out when ``timeout`` would.
+    :param approval_default: with ``"airflow"``: the answer a timeout gives, ``"reject"`` (default) or
+        ``"accept"``.
 
     Plus every :class:`~airflow_provider_runwatch.operators.base.RunOperator` option; ``poll_interval``
     defaults to 3 s and may not be under 1 s. A kill, or a ``timeout`` that passes, cancels the session.
@@ -240,6 +174,10 @@ class GumloopSessionOperator(RunOperator):
         metadata: dict[str, Any] | None = None,
         session_id: str | None = None,
         on_approval_required: ApprovalMode = "fail",
+        approval_assigned_users: Any = None,
+        approval_notifiers: Any = None,
+        approval_timeout: float | timedelta | None = None,
+        approval_default: str = "reject",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -249,6 +187,9 @@ class GumloopSessionOperator(RunOperator):
         self.metadata = metadata
         self.session_id = session_id
         self.on_approval_required = check_approval_mode(on_approval_required)
+        self.init_approvals(
+            self.on_approval_required, approval_assigned_users, approval_notifiers, approval_timeout, approval_default
+        )
         self._store: Any = None
 
     @property
@@ -256,12 +197,36 @@ class GumloopSessionOperator(RunOperator):
         return self.on_approval_required != "wait"
 
     def on_paused(self, context: Context, event: RunEvent, run_id: str) -> Any:
+        if self.on_approval_required == "airflow":
+            return self.ask_in_airflow(context, event, run_id)
         return handle_paused(self, context, event, run_id, self.on_approval_required)
 
     # -- starting, idempotently ---------------------------------------------------------------------------------
     def reattach_or_start(self, context: Context) -> tuple[str, Any]:
         self._store = self.state_store(context)
-        return super().reattach_or_start(context)
+        from airflow_provider_runwatch.core.models import RunState
+
+        run_id, status = super().reattach_or_start(context)
+        if (
+            status is not None
+            and status.state is RunState.PAUSED
+            and self.on_approval_required == "airflow"
+            and self.wait_for_completion
+        ):
+            # A retry found its session waiting for approval: ask (or find the open request) right away, rather
+            # than deferring on the session only to be told at once that it is paused.
+            from airflow_provider_runwatch.core.models import RunEvent
+
+            event = RunEvent(
+                status="paused",
+                vendor=status.vendor,
+                run_id=run_id,
+                state=status.state,
+                vendor_state=status.vendor_state,
+                deadline=self.deadline(context, self.timeout),
+            )
+            self.ask_in_airflow(context, event, run_id)
+        return run_id, status
 
     def _status_of_previous(self, run_id: str) -> Any:
         if run_id == self._store_get(CANCELLED_KEY):

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import PokeReturnValue
 
 from airflow_provider_runwatch.core.errors import ConfigurationError
-from airflow_provider_runwatch.operators.gumloop import (
-    DEFAULT_POLL_INTERVAL,
+from airflow_provider_runwatch.operators.gumloop_approvals import AirflowApprovalsMixin
+from airflow_provider_runwatch.operators.gumloop_shared import (
     HOOK,
     ApprovalMode,
-    _interaction_adapter,
-    _interaction_trigger,
     check_approval_mode,
-    check_poll_interval,
     handle_paused,
+    interaction_adapter,
+    interaction_trigger,
 )
 from airflow_provider_runwatch.sensors.base import RunSensor
+from airflow_provider_runwatch.vendors.gumloop_limits import DEFAULT_POLL_INTERVAL, check_poll_interval
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -77,17 +78,19 @@ class GumloopAgentSensor(_GumloopSensor):
 
     @property
     def adapter(self) -> RunAdapter:
-        return _interaction_adapter(self)
+        return interaction_adapter(self)
 
     def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
-        return _interaction_trigger(self, run_id, deadline, stop_on_paused)
+        return interaction_trigger(self, run_id, deadline, stop_on_paused)
 
 
-class GumloopSessionSensor(_GumloopSensor):
+class GumloopSessionSensor(AirflowApprovalsMixin, _GumloopSensor):
     """Wait for Gumloop session ``run_id`` (alias ``session_id``); returns its last assistant text.
 
-    :param on_approval_required: ``"fail"`` (default), ``"wait"`` or ``"succeed"``, as for
-        :class:`~airflow_provider_runwatch.operators.gumloop.GumloopSessionOperator`.
+    :param on_approval_required: ``"fail"`` (default), ``"wait"``, ``"succeed"`` or ``"airflow"``, with
+        ``approval_assigned_users``, ``approval_notifiers``, ``approval_timeout`` and ``approval_default``, as
+        for :class:`~airflow_provider_runwatch.operators.gumloop.GumloopSessionOperator`. With ``"airflow"``
+        the sensor waits for the human deferred, whatever its mode, and then on the session deferred too.
 
     The sensor did not start the session, so it does not cancel it on kill unless ``cancel_on_kill=True``.
     """
@@ -101,10 +104,17 @@ class GumloopSessionSensor(_GumloopSensor):
         run_id: str | None = None,
         session_id: str | None = None,
         on_approval_required: ApprovalMode = "fail",
+        approval_assigned_users: Any = None,
+        approval_notifiers: Any = None,
+        approval_timeout: float | timedelta | None = None,
+        approval_default: str = "reject",
         **kwargs: Any,
     ) -> None:
         super().__init__(run_id=_one_id(run_id, session_id, "session_id", "session id"), **kwargs)
         self.on_approval_required = check_approval_mode(on_approval_required)
+        self.init_approvals(
+            self.on_approval_required, approval_assigned_users, approval_notifiers, approval_timeout, approval_default
+        )
         self._paused_answer: Any = _UNSET
 
     @property
@@ -119,6 +129,8 @@ class GumloopSessionSensor(_GumloopSensor):
         return super().make_trigger(run_id, deadline, stop_on_paused=self.stop_on_paused)
 
     def on_paused(self, context: Context, event: RunEvent, run_id: str) -> Any:
+        if self.on_approval_required == "airflow":
+            return self.ask_in_airflow(context, event, run_id)
         answer = handle_paused(self, context, event, run_id, self.on_approval_required)
         if self.on_approval_required == "succeed":
             self._paused_answer = answer

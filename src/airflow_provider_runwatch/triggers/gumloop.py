@@ -31,6 +31,7 @@ from airflow_provider_runwatch.hooks.gumloop import GumloopHook
 from airflow_provider_runwatch.triggers.base import RunTrigger
 from airflow_provider_runwatch.vendors import gumloop
 from airflow_provider_runwatch.vendors.gumloop import FLOWS, GUMLOOP, INTERACTIONS, SESSIONS, GumloopSession
+from airflow_provider_runwatch.vendors.gumloop_limits import check_poll_interval
 
 if TYPE_CHECKING:
     from airflow_provider_runwatch.core.http import AsyncApiClient
@@ -350,11 +351,7 @@ class GumloopSessionEventTrigger(BaseEventTrigger):
             raise ConfigurationError(
                 f"states must name at least one Gumloop session state (e.g. 'completed'), got {states!r}"
             )
-        if float(poll_interval) < gumloop.MIN_POLL_INTERVAL:
-            raise ConfigurationError(
-                f"poll_interval must be at least {gumloop.MIN_POLL_INTERVAL:g} s (Gumloop asks for no faster "
-                f"polling), got {poll_interval!r}"
-            )
+        check_poll_interval(float(poll_interval))
         if isinstance(max_pages, bool) or int(max_pages) < 1:
             raise ConfigurationError(f"max_pages must be a positive integer, got {max_pages!r}")
         self.conn_id = conn_id
