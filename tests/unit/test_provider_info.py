@@ -90,7 +90,10 @@ def test_provider_info_covers_the_package() -> None:
         assert {entry["integration-name"] for entry in info[kind]} <= integrations, kind
         on_disk = {
             f"airflow_provider_runwatch.{kind}.{p.stem}" for p in (package / kind).glob("*.py") if p.stem[0] != "_"
-        } - {f"airflow_provider_runwatch.{kind}.{shared}" for shared in ("base", "lineage")}
+        } - {
+            f"airflow_provider_runwatch.{kind}.{shared}"
+            for shared in ("base", "lineage", "gumloop_shared", "gumloop_approvals")
+        }
         assert set(listed) == on_disk, kind
         for module in listed:
             importlib.import_module(module)
