@@ -237,7 +237,7 @@ class RunwatchHook(BaseHook):
             read()
         except NotFoundError as exc:
             said = exc.detail.strip()
-            if said.startswith("<"):
+            if said.startswith("HTML page"):
                 raise ConfigurationError(
                     f"{vendor} connection '{conn_id}': {exc.endpoint} answered 404 with an HTML page, not an API "
                     f"error; check the host (and its path) point at the {vendor} API"
