@@ -409,10 +409,10 @@ class Ours:
         if getattr(original, "_benchmark_timed", False):
             return
 
-        async def timed_call(self: Any, call: Any, *, retry: Any = None) -> Any:
+        async def timed_call(self: Any, call: Any, **kwargs: Any) -> Any:
             start = perf()
             try:
-                result = await original(self, call, retry=retry)
+                result = await original(self, call, **kwargs)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -188,3 +188,40 @@ def test_blocking_cancel_is_bounded_in_time(
     out = plain(capfd.readouterr().out)
     assert f"Could not cancel {kind.what} {run_id}" in out, out[-2000:]
     assert "it may still be running" in out
+
+
+# -- a vendor that trickles or stalls its answers cannot hold a wait past its deadline (issue 14) --------------
+HOSTILE = ["polls=never trickle=0.5", "polls=never stall=30"]
+
+
+@pytest.mark.parametrize("scenario", HOSTILE, ids=["trickle", "stall"])
+@pytest.mark.parametrize("kind", KINDS, ids=str)
+async def test_a_trickled_or_stalled_poll_ends_at_the_deadline_deferred(kind: RunKind, scenario: str) -> None:
+    """The read timeout is the gap between bytes; a poll is bounded as a whole by the time left, so the
+    trigger ends with the timeout outcome at its deadline, not when the vendor finishes its answer."""
+    run_id = kind.start(f"hostile [emulator: {scenario}]")
+    deadline = time.time() + 2.0
+    event = await first_event(trigger(kind, run_id, deadline=deadline))
+    ended = time.time()
+    assert (event["status"], event["run_id"]) == ("timeout", run_id), event
+    assert ended < deadline + 2.0, f"ended {ended - deadline:.1f} s past the deadline"
+
+
+@pytest.mark.parametrize("scenario", HOSTILE, ids=["trickle", "stall"])
+@pytest.mark.parametrize("kind", KINDS, ids=str)
+def test_a_trickled_or_stalled_poll_ends_at_the_deadline_blocking(kind: RunKind, scenario: str) -> None:
+    """The same on the worker: the blocking wait's polls are bounded by the time left too."""
+    from airflow_provider_runwatch.core.polling import Poller, WaitOptions, watch_sync
+    from airflow_provider_runwatch.core.retry import NO_RETRY
+
+    run_id = kind.start(f"hostile [emulator: {scenario}]")
+    hook, adapter = kind.trigger_class.hook_class(kind.conn_id), kind.trigger_class.adapter
+    call = adapter.status_call(hook.settings, run_id)
+    deadline = time.time() + 2.0
+    poller = Poller(
+        adapter.vendor.display_name, run_id, WaitOptions(poll_interval=0.2, deadline=deadline), log=hook.log
+    )
+    event = watch_sync(poller, lambda: hook.call(call, retry=NO_RETRY, within=poller.time_left()))
+    ended = time.time()
+    assert (event.status, event.run_id) == ("timeout", run_id), event
+    assert ended < deadline + 2.0, f"ended {ended - deadline:.1f} s past the deadline"

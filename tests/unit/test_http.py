@@ -98,7 +98,11 @@ class TestErrorText:
         )
         assert error_text(nested.encode(), "application/json") == "Session exists [conflict, session_already_exists]"
         assert error_text(b'{"detail": "nope"}', None) == "nope"
-        assert error_text(b"<html>Bad Gateway</html>", "text/html") == "<html>Bad Gateway</html>"
+        page = b"<!DOCTYPE html><html><head><title>502 Bad &amp; Gateway</title></head><body>" + b"<p>x</p>" * 200
+        assert error_text(page, "text/html; charset=utf-8") == "HTML page: 502 Bad & Gateway"
+        assert error_text(b"<html><body>oops</body></html>", None) == "HTML page (no title)"
+        assert error_text(b"upstream timed out\nline two\nline three", "text/plain") == "upstream timed out"
+        assert "<" not in error_text(page, "text/html"), "never raw markup in a log line"
         assert error_text(b"", None) == ""
 
 

@@ -9,7 +9,9 @@ path and the triggerer path cannot drift apart.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -48,6 +50,7 @@ U = TypeVar("U")
 #: files, so answers of tens of MB are plausible; beyond this something is wrong.
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 USER_AGENT = f"airflow-provider-runwatch/{__version__}"
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 #: Error bodies up to this size are kept, decoded, on the error (``VendorAPIError.body``) for vendor hints
 #: that need more than the message (GloriaMundo's spend-limit reset time).
 MAX_KEPT_ERROR_BODY = 64 * 1024
@@ -112,7 +115,7 @@ def error_text(body: bytes, content_type: str | None) -> str:
     """The vendor's error message from any of the body shapes they use.
 
     ``{"error": "text"}``, ``{"error": {"message": ..., "type": ..., "code": ...}}``, ``{"message": ...}``,
-    ``{"detail": ...}``, or plain text / HTML.
+    ``{"detail": ...}``; an HTML page as ``HTML page: <its title>``; other text by its first line, cut short.
     """
     text = body[:4096].decode("utf-8", errors="replace").strip()
     try:
@@ -128,7 +131,13 @@ def error_text(body: bytes, content_type: str | None) -> str:
         for key in ("error", "message", "detail", "error_message"):
             if isinstance(data.get(key), str) and data[key]:
                 return str(data[key])
-    return shorten(text, 300) if text else ""
+    if (content_type or "").find("html") != -1 or text[:1] == "<":
+        # A gateway's or a web server's page: its title says what happened; its markup says nothing.
+        match = _TITLE.search(text)
+        title = " ".join(html.unescape(match.group(1)).split()) if match else ""
+        return f"HTML page: {shorten(title, 120)}" if title else "HTML page (no title)"
+    first = text.splitlines()[0] if text else ""
+    return shorten(first, 300)
 
 
 def _retry_after_from(headers: Mapping[str, str], body: bytes) -> float | None:

@@ -9,6 +9,7 @@ cap, and hand status, headers and body to the same pure
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 import time
@@ -29,7 +30,7 @@ from airflow_provider_runwatch.core.calls import (
     too_large,
     transport_error,
 )
-from airflow_provider_runwatch.core.errors import VendorAPIError
+from airflow_provider_runwatch.core.errors import ConfigurationError, VendorAPIError
 from airflow_provider_runwatch.core.network import context_for
 from airflow_provider_runwatch.core.retry import RetryPolicy
 from airflow_provider_runwatch.core.shared_transport import TransportHandle, httpx_proxy
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+#: Seconds one request may take as a whole (connect, send, head and body), whatever the gaps between bytes:
+#: a vendor or proxy that trickles an answer cannot hold a call open longer than this.
+DEFAULT_TOTAL_TIMEOUT = 120.0
 #: A client's ``verify``: a TLS context, or ``True`` (the shared default) / ``False`` (no verification).
 Verify = ssl.SSLContext | bool
 
@@ -70,6 +74,13 @@ class ClientOptions:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     limiter: Limiter | None = None
+    #: Seconds for one attempt of a request as a whole (see :data:`DEFAULT_TOTAL_TIMEOUT`).
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT
+
+    def total_for(self, within: float | None) -> float:
+        """One attempt's total limit: :attr:`total_timeout`, or less when the caller has less time left
+        (the wait's deadline)."""
+        return self.total_timeout if within is None else max(0.0, min(self.total_timeout, within))
 
     def client_kwargs(self, settings: ConnectionSettings) -> dict[str, Any]:
         """``httpx.Client`` / ``httpx.AsyncClient`` arguments: base URL, headers, timeouts, TLS, no redirects."""
@@ -91,6 +102,57 @@ class ClientOptions:
         if request.json is not None:
             kwargs["json"] = request.json
         return kwargs
+
+
+#: Connection extras every connection type reads (see docs/connections.md).
+MAX_RESPONSE_BYTES_EXTRA = "max_response_bytes"
+HTTP_TIMEOUT_EXTRA = "http_timeout"
+_TIMEOUT_KEYS = ("connect", "read", "total")
+
+
+def limits_from_extras(settings: ConnectionSettings) -> dict[str, Any]:
+    """``ClientOptions`` arguments from the connection's ``max_response_bytes`` and ``http_timeout`` extras.
+
+    ``http_timeout`` is a number (the read timeout) or a mapping of ``connect``, ``read`` and ``total``
+    seconds (absent keys keep today's values: 10, 30 and :data:`DEFAULT_TOTAL_TIMEOUT`). Not the operators'
+    ``timeout``, which bounds a whole wait. Bad values are a :class:`ConfigurationError` naming the extra.
+    """
+    where = f"{settings.vendor.display_name} connection '{settings.conn_id}'"
+    options: dict[str, Any] = {}
+    raw_cap = settings.extras.get(MAX_RESPONSE_BYTES_EXTRA)
+    if raw_cap not in (None, ""):
+        options["max_response_bytes"] = _positive(raw_cap, f"{where}: extra '{MAX_RESPONSE_BYTES_EXTRA}'", whole=True)
+    raw = settings.extras.get(HTTP_TIMEOUT_EXTRA)
+    if raw in (None, ""):
+        return options
+    name = f"{where}: extra '{HTTP_TIMEOUT_EXTRA}'"
+    if isinstance(raw, str) and raw.strip().startswith("{"):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise ConfigurationError(f"{name} is not valid JSON: {raw!r}") from None
+    given = dict(raw) if isinstance(raw, Mapping) else {"read": raw}
+    unknown = sorted(set(given) - set(_TIMEOUT_KEYS))
+    if unknown:
+        raise ConfigurationError(f"{name} takes {', '.join(_TIMEOUT_KEYS)} (seconds), not {', '.join(unknown)}")
+    seconds = {key: _positive(value, f"{name} '{key}'") for key, value in given.items()}
+    options["timeout"] = httpx.Timeout(
+        seconds.get("read", DEFAULT_TIMEOUT.read), connect=seconds.get("connect", DEFAULT_TIMEOUT.connect)
+    )
+    if "total" in seconds:
+        options["total_timeout"] = seconds["total"]
+    return options
+
+
+def _positive(value: object, name: str, *, whole: bool = False) -> Any:
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number > 0 or (whole and number != int(number)) or number == float("inf"):
+        kind = "a positive whole number of bytes" if whole else "a positive number of seconds"
+        raise ConfigurationError(f"{name} must be {kind}, got {value!r}")
+    return int(number) if whole else number
 
 
 class _CappedBody:
@@ -165,15 +227,17 @@ class ApiClient(_ClientBase):
     def close(self) -> None:
         self._http.close()
 
-    def call(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
-        return call.parse(self.send(call.request, retry=retry))
+    def call(self, call: Call[T], *, retry: RetryPolicy | None = None, within: float | None = None) -> T:
+        """Send ``call`` and parse its answer; each attempt bounded as a whole by ``within`` seconds (at most
+        the connection's total limit)."""
+        return call.parse(self.send(call.request, retry=retry, within=within))
 
-    def send(self, request: ApiRequest, *, retry: RetryPolicy | None = None) -> Any:
+    def send(self, request: ApiRequest, *, retry: RetryPolicy | None = None, within: float | None = None) -> Any:
         policy = retry or self.options.retry
         attempt = 1
         while True:
             try:
-                return self._send_once(request)
+                return self._send_once(request, self.options.total_for(within))
             except VendorAPIError as error:
                 if not policy.should_retry(request, error, attempt):
                     raise
@@ -182,17 +246,28 @@ class ApiClient(_ClientBase):
                 time.sleep(delay)
                 attempt += 1
 
-    def _send_once(self, request: ApiRequest) -> Any:
+    def _send_once(self, request: ApiRequest, total: float) -> Any:
         if request.bucket is not None and self.options.limiter is not None:
             self.options.limiter.acquire_blocking(request.bucket)
+        ends = time.monotonic() + total
+        # httpx's timeouts are per step (a read is the gap between two arrivals of bytes): each is cut to the
+        # total, and the body's chunks are checked against it, so a trickled body ends at the total too.
+        limits = self.options.timeout.as_dict()
+        timeout = httpx.Timeout(**{k: total if v is None else min(v, total) for k, v in limits.items()})
         try:
-            with self._http.stream(request.method, request.path, **self.options.request_kwargs(request)) as resp:
+            kwargs = self.options.request_kwargs(request)
+            with self._http.stream(request.method, request.path, timeout=timeout, **kwargs) as resp:
                 body = _CappedBody(self.settings, request, resp, self.options.max_response_bytes)
                 for chunk in resp.iter_bytes():
                     body.add(chunk)
+                    if time.monotonic() > ends:
+                        raise httpx.ReadTimeout(_TOTAL_EXCEEDED % total)
                 return body.interpret()
         except httpx.HTTPError as exc:
             raise transport_error(self.settings, request, exc) from None
+
+
+_TOTAL_EXCEEDED = "the answer did not arrive within the request's total time limit (%gs)"
 
 
 class _NoTransport(httpx.AsyncBaseTransport):
@@ -276,15 +351,17 @@ class AsyncApiClient(_ClientBase):
         return prepared
 
     # -- requests ------------------------------------------------------------------------------------
-    async def call(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
-        return call.parse(await self.send(call.request, retry=retry))
+    async def call(self, call: Call[T], *, retry: RetryPolicy | None = None, within: float | None = None) -> T:
+        """Send ``call`` and parse its answer; each attempt bounded as a whole by ``within`` seconds (at most
+        the connection's total limit)."""
+        return call.parse(await self.send(call.request, retry=retry, within=within))
 
-    async def send(self, request: ApiRequest, *, retry: RetryPolicy | None = None) -> Any:
+    async def send(self, request: ApiRequest, *, retry: RetryPolicy | None = None, within: float | None = None) -> Any:
         policy = retry or self.options.retry
         attempt = 1
         while True:
             try:
-                return await self._send_once(request)
+                return await self._send_once(request, self.options.total_for(within))
             except VendorAPIError as error:
                 if not policy.should_retry(request, error, attempt):
                     raise
@@ -293,28 +370,42 @@ class AsyncApiClient(_ClientBase):
                 await asyncio.sleep(delay)
                 attempt += 1
 
-    async def _send_once(self, request: ApiRequest) -> Any:
+    async def _send_once(self, request: ApiRequest, total: float) -> Any:
         if request.bucket is not None and self.options.limiter is not None:
             await self.options.limiter.acquire(request.bucket)
-        cap = self.options.max_response_bytes
         try:
             transport = self._get_transport()
             if isinstance(transport, lean.LeanTransport):
-                answer = await transport.exchange_prepared(await self._prepared(request))
-                if isinstance(answer, lean.WholeAnswer):
-                    # A small answer that came whole with its head: no response object, no streaming.
-                    if len(answer.body) > cap:
-                        raise too_large(self.settings, request, answer.status, cap)
-                    return interpret(self.settings, request, answer.status, _LazyHeaders(answer.headers), answer.body)
-                response = answer
-            else:
-                response = await transport.handle_async_request(self._build(request))
+                # The total limit is a deadline the transport's watchdog checks: no timer per request.
+                deadline = asyncio.get_running_loop().time() + total
+                return await self._exchange(request, transport, deadline)
             try:
-                body = _CappedBody(self.settings, request, response, cap)
-                async for chunk in response.aiter_bytes():
-                    body.add(chunk)
-            finally:
-                await response.aclose()
-            return body.interpret()
+                return await asyncio.wait_for(self._send_httpx(request, transport), total)
+            except asyncio.TimeoutError:
+                raise httpx.ReadTimeout(_TOTAL_EXCEEDED % total) from None
         except httpx.HTTPError as exc:
             raise transport_error(self.settings, request, exc) from None
+
+    async def _send_httpx(self, request: ApiRequest, transport: httpx.AsyncBaseTransport) -> Any:
+        """httpx's own transport (the fallback when the lean one is off)."""
+        return await self._read(request, await transport.handle_async_request(self._build(request)))
+
+    async def _exchange(self, request: ApiRequest, transport: lean.LeanTransport, deadline: float) -> Any:
+        answer = await transport.exchange_prepared(await self._prepared(request), deadline=deadline)
+        if isinstance(answer, lean.WholeAnswer):
+            # A small answer that came whole with its head: no response object, no streaming.
+            cap = self.options.max_response_bytes
+            if len(answer.body) > cap:
+                raise too_large(self.settings, request, answer.status, cap)
+            return interpret(self.settings, request, answer.status, _LazyHeaders(answer.headers), answer.body)
+        return await self._read(request, answer)
+
+    async def _read(self, request: ApiRequest, response: httpx.Response) -> Any:
+        """A streamed answer, read under the size cap, then interpreted."""
+        try:
+            body = _CappedBody(self.settings, request, response, self.options.max_response_bytes)
+            async for chunk in response.aiter_bytes():
+                body.add(chunk)
+        finally:
+            await response.aclose()
+        return body.interpret()

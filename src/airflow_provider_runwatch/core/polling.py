@@ -97,6 +97,14 @@ class Poller:
             return delay
         return max(0.0, min(delay, self.options.deadline - self.clock()))
 
+    def time_left(self) -> float | None:
+        """Seconds until the deadline (``None`` without one): the most one poll may take as a whole, so a
+        vendor that trickles or stalls an answer cannot hold the wait past its deadline. A poll cut short
+        counts as a transient failure; the deadline then ends the wait with the timeout outcome."""
+        if self.options.deadline is None:
+            return None
+        return max(0.0, self.options.deadline - self.clock())
+
     def expired(self) -> RunEvent | None:
         """The timeout event once the deadline has passed, else ``None``."""
         if self.options.deadline is None or self.clock() < self.options.deadline:

@@ -37,7 +37,11 @@ class Pool:
         self.count = 0
         self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
 
-    async def acquire(self, loop: asyncio.AbstractEventLoop, timeouts: Mapping[str, float | None]) -> _Connection:
+    async def acquire(
+        self, loop: asyncio.AbstractEventLoop, timeouts: Mapping[str, float | None], deadline: float | None = None
+    ) -> _Connection:
+        """An open connection: an idle one, a freed one handed over, or a new one; waiting and connecting end
+        by ``deadline`` (loop time: the request's total limit) at the latest."""
         now = loop.time()
         expiry = self.owner.keepalive_expiry
         while self.idle:
@@ -49,13 +53,13 @@ class Pool:
             conn.reused = True
             return conn
         if self.count >= self.owner.max_connections:
-            handed = await self._wait_turn(loop, timeouts.get("pool"))
+            handed = await self._wait_turn(loop, within(timeouts.get("pool"), deadline, loop))
             if handed is not None:
                 handed.reused = True
                 return handed
         self.count += 1
         try:
-            return await self._connect(loop, timeouts.get("connect"))
+            return await self._connect(loop, within(timeouts.get("connect"), deadline, loop))
         except BaseException:
             self.count -= 1
             self._wake_one(None)
@@ -122,3 +126,11 @@ class Pool:
 def _expire_pool(waiter: asyncio.Future[Any]) -> None:
     if not waiter.done():
         waiter.set_exception(httpx.PoolTimeout("timed out waiting for a free connection"))
+
+
+def within(timeout: float | None, deadline: float | None, loop: asyncio.AbstractEventLoop) -> float | None:
+    """``timeout``, shortened to what is left until ``deadline`` (loop time)."""
+    if deadline is None:
+        return timeout
+    left = max(0.0, deadline - loop.time())
+    return left if timeout is None else min(timeout, left)

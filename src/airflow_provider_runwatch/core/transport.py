@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from airflow_provider_runwatch.core import tunnel as _tunnel
-from airflow_provider_runwatch.core.pool import Pool
+from airflow_provider_runwatch.core.pool import Pool, within
 
 if TYPE_CHECKING:
     import ssl
@@ -273,27 +273,31 @@ class _Connection(asyncio.Protocol):
             if self.closed and not self.complete:
                 raise self.error or httpx.WriteError("connection closed while sending the request")
 
-    async def wait(self, timeout: float | None) -> None:
-        """Wait for the next parser event (head, body bytes, end, error), at most ``timeout`` seconds.
+    async def wait(self, timeout: float | None, deadline: float | None = None) -> None:
+        """Wait for the next parser event (head, body bytes, end, error), at most ``timeout`` seconds and never
+        past ``deadline`` (loop time: the request's total limit, which a trickle of bytes cannot stretch).
 
         The read timeout is a deadline the transport's watchdog checks, not a timer per wait: a cancelled
         timer stays in the loop's heap until cleaned up, and one per poll, living as long as the sleeping
         triggers' timers, is garbage the collector's oldest generation keeps having to walk.
         """
         waiter = self.waiter = self.loop.create_future()
-        if timeout is None:
+        if timeout is None and deadline is None:
             await waiter
             return
-        self.watchdog.watch(self, self.loop.time() + timeout)
+        when = self.loop.time() + timeout if timeout is not None else deadline
+        total = deadline is not None and (when is None or deadline <= when)
+        self.watchdog.watch(self, deadline if total else when, total)  # type: ignore[arg-type]
         try:
             await waiter
         finally:
             self.watchdog.unwatch(self)
 
-    def read_timed_out(self) -> None:
+    def read_timed_out(self, total: bool = False) -> None:
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
-            waiter.set_exception(httpx.ReadTimeout("timed out"))
+            text = "the answer did not arrive within the request's total time limit" if total else "timed out"
+            waiter.set_exception(httpx.ReadTimeout(text))
 
     async def _wait(
         self, future: asyncio.Future[None], timeout: float | None, kind: type[httpx.TimeoutException]
@@ -325,11 +329,11 @@ class _Watchdog:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.deadlines: dict[_Connection, float] = {}
+        self.deadlines: dict[_Connection, tuple[float, bool]] = {}
         self.handle: asyncio.TimerHandle | None = None
 
-    def watch(self, conn: _Connection, deadline: float) -> None:
-        self.deadlines[conn] = deadline
+    def watch(self, conn: _Connection, deadline: float, total: bool = False) -> None:
+        self.deadlines[conn] = (deadline, total)
         if self.handle is None:
             self.handle = self.loop.call_later(WATCHDOG_PERIOD, self.check)
 
@@ -339,9 +343,9 @@ class _Watchdog:
     def check(self) -> None:
         self.handle = None
         now = self.loop.time()
-        for conn in [c for c, deadline in self.deadlines.items() if deadline <= now]:
+        for conn, (_, total) in [(c, d) for c, d in self.deadlines.items() if d[0] <= now]:
             del self.deadlines[conn]
-            conn.read_timed_out()
+            conn.read_timed_out(total)
         if self.deadlines:
             self.handle = self.loop.call_later(WATCHDOG_PERIOD, self.check)
 
@@ -352,8 +356,8 @@ def _expire(future: asyncio.Future[None], kind: type[httpx.TimeoutException]) ->
 
 
 class _ResponseBody(httpx.AsyncByteStream):
-    def __init__(self, pool: Pool, conn: _Connection, read_timeout: float | None) -> None:
-        self.pool, self.conn, self.read_timeout = pool, conn, read_timeout
+    def __init__(self, pool: Pool, conn: _Connection, read_timeout: float | None, deadline: float | None) -> None:
+        self.pool, self.conn, self.read_timeout, self.deadline = pool, conn, read_timeout, deadline
         self.released = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -368,7 +372,7 @@ class _ResponseBody(httpx.AsyncByteStream):
             if conn.error is not None:
                 raise conn.error if not isinstance(conn.error, _Stale) else _closed()
             try:
-                await conn.wait(self.read_timeout)
+                await conn.wait(self.read_timeout, self.deadline)
             except BaseException:
                 conn.abort()
                 raise
@@ -429,9 +433,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
         )
 
     async def exchange_prepared(
-        self, prepared: Prepared, request: httpx.Request | None = None
+        self, prepared: Prepared, request: httpx.Request | None = None, *, deadline: float | None = None
     ) -> httpx.Response | WholeAnswer:
-        """Send a :func:`prepare`-d request (a poll re-sends the same bytes).
+        """Send a :func:`prepare`-d request (a poll re-sends the same bytes), the whole exchange (pool wait,
+        connect, send, head and body) ending by ``deadline`` (loop time) if one is given.
 
         The answer is a :class:`WholeAnswer` when it arrived whole with its head and without a content-encoding
         (a poll's small JSON: nothing to stream, nothing to decompress before the caller's size cap sees it,
@@ -450,14 +455,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
         timeouts = prepared.timeouts
         read_timeout = timeouts.get("read")
         for attempt in (1, 2):
-            conn = await pool.acquire(loop, timeouts)
+            conn = await pool.acquire(loop, timeouts, deadline)
             conn.reset()
             try:
-                await conn.write(prepared.wire, timeouts.get("write"))
+                await conn.write(prepared.wire, within(timeouts.get("write"), deadline, loop))
                 while not conn.head_done:
                     if conn.error is not None:
                         raise conn.error
-                    await conn.wait(read_timeout)
+                    await conn.wait(read_timeout, deadline)
             except _Stale:
                 pool.release(conn, reusable=False)
                 if attempt == 1 and prepared.resendable:
@@ -475,7 +480,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             status_code=conn.status,
             headers=conn.headers,
-            stream=_ResponseBody(pool, conn, read_timeout),
+            stream=_ResponseBody(pool, conn, read_timeout, deadline),
             extensions=_EXTENSIONS,
             request=request,
         )

@@ -19,7 +19,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
 from airflow_provider_runwatch.emulator import gloriamundo, gumloop, puffle
-from airflow_provider_runwatch.emulator.common import CONTEXT_SCOPE_KEY, error_response, json_response
+from airflow_provider_runwatch.emulator.common import CONTEXT_SCOPE_KEY, error_response, json_response, send_slowly
 from airflow_provider_runwatch.emulator.scenario import ScenarioError, parse_spec
 from airflow_provider_runwatch.emulator.state import EmulatorState, RequestContext
 
@@ -67,6 +67,10 @@ class RequestLogMiddleware:
                 ctx.status = message["status"]
                 self.state.record(method, path, query, ctx)
                 recorded = True
+            run = self.state.runs.get(ctx.run_id) if ctx.run_id and method == "GET" else None
+            if run is not None:  # a status answer: trickled or stalled when the run's scenario says so
+                await send_slowly(send, message, run.scenario)
+                return
             await send(message)
 
         try:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import MutableMapping
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -167,3 +168,23 @@ def start_scenario(state: EmulatorState, request: Request, texts: Iterable[str])
             if scenario is not None:
                 break
     return state.scenario_or_default(scenario)
+
+
+async def send_slowly(send: Any, message: MutableMapping[str, Any], scenario: Scenario) -> None:
+    """Send a response body as ``trickle`` (one byte every ``trickle`` seconds) or ``stall`` (half, a pause of
+    ``stall`` seconds, the rest) ask; other messages, and scenarios with neither, go out as they are."""
+    body: bytes = message.get("body", b"")
+    more = bool(message.get("more_body", False))
+    if message.get("type") != "http.response.body" or not body or not (scenario.trickle or scenario.stall):
+        await send(message)
+        return
+    if scenario.trickle:
+        for index in range(len(body)):
+            await send({"type": "http.response.body", "body": body[index : index + 1], "more_body": True})
+            await asyncio.sleep(scenario.trickle)
+        await send({"type": "http.response.body", "body": b"", "more_body": more})
+        return
+    half = len(body) // 2
+    await send({"type": "http.response.body", "body": body[:half], "more_body": True})
+    await asyncio.sleep(scenario.stall)
+    await send({"type": "http.response.body", "body": body[half:], "more_body": more})

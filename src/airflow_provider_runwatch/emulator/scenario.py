@@ -93,6 +93,11 @@ class Scenario:
     """After the 429s, the next N status polls answer 200 with truncated, invalid JSON."""
     slow: float = 0.0
     """Delay, in seconds, before every status response (and the sync endpoint)."""
+    trickle: float = 0.0
+    """Seconds between bytes of every status answer, sent one byte at a time (head at once, then the body):
+    a vendor or proxy that keeps an answer alive without ever finishing it in a useful time."""
+    stall: float = 0.0
+    """Seconds every status answer stops for after its head and the first half of its body (a stalled answer)."""
     big_messages: float = 0.0
     """Megabytes (10**6 bytes) of extra message content in the completed payload."""
     start_status: int | None = None
@@ -248,7 +253,7 @@ def _build(pairs: list[tuple[str, str]]) -> Scenario:
     for key, value in values.items():
         if key == "polls":
             kwargs[key] = None if value.lower() == "never" else _as_int(key, value, 0)
-        elif key in ("seconds", "retry_after_date", "slow"):
+        elif key in ("seconds", "retry_after_date", "slow", "trickle", "stall"):
             kwargs[key] = _as_float(key, value, _MAX_SECONDS)
         elif key == "big_messages":
             kwargs[key] = _as_float(key, value, _MAX_BIG_MB)

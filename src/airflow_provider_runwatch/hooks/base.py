@@ -20,7 +20,7 @@ import httpx
 from airflow.sdk import BaseHook
 
 from airflow_provider_runwatch.core.calls import Call
-from airflow_provider_runwatch.core.clients import ApiClient, AsyncApiClient, ClientOptions
+from airflow_provider_runwatch.core.clients import ApiClient, AsyncApiClient, ClientOptions, limits_from_extras
 from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec, settings_from_connection
 from airflow_provider_runwatch.core.errors import ConfigurationError, NotFoundError, RunwatchError
 from airflow_provider_runwatch.core.network import register_secrets
@@ -92,7 +92,9 @@ class RunwatchHook(BaseHook):
 
     def client_options(self, settings: ConnectionSettings) -> ClientOptions:
         """Auth and per-connection client options. Default: ``Authorization: Bearer <key>``."""
-        return ClientOptions(headers={"Authorization": f"Bearer {settings.api_key}"}, retry=self.retry)
+        return ClientOptions(
+            headers={"Authorization": f"Bearer {settings.api_key}"}, retry=self.retry, **limits_from_extras(settings)
+        )
 
     # -- blocking -----------------------------------------------------------------------------------
     @property
@@ -102,8 +104,10 @@ class RunwatchHook(BaseHook):
             self._client = ApiClient(settings, self.client_options(settings))
         return self._client
 
-    def call(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
-        return self.client.call(call, retry=retry)
+    def call(self, call: Call[T], *, retry: RetryPolicy | None = None, within: float | None = None) -> T:
+        """Send ``call`` on the hook's client; ``within``: seconds each attempt may take as a whole (the
+        caller's deadline), at most the connection's total limit."""
+        return self.client.call(call, retry=retry, within=within)
 
     def close(self) -> None:
         if self._client is not None:
@@ -121,9 +125,9 @@ class RunwatchHook(BaseHook):
         finally:
             await client.aclose()
 
-    async def acall(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
+    async def acall(self, call: Call[T], *, retry: RetryPolicy | None = None, within: float | None = None) -> T:
         async with self.async_client() as client:
-            return await client.call(call, retry=retry)
+            return await client.call(call, retry=retry, within=within)
 
     # -- runs (any adapter) -------------------------------------------------------------------------
     def get_status(self, adapter: RunAdapter, run_id: str) -> RunStatus:
@@ -235,7 +239,7 @@ class RunwatchHook(BaseHook):
             read()
         except NotFoundError as exc:
             said = exc.detail.strip()
-            if said.startswith("<"):
+            if said.startswith("HTML page"):
                 raise ConfigurationError(
                     f"{vendor} connection '{conn_id}': {exc.endpoint} answered 404 with an HTML page, not an API "
                     f"error; check the host (and its path) point at the {vendor} API"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 from airflow_provider_runwatch.core.calls import ApiRequest, Call
-from airflow_provider_runwatch.core.clients import ClientOptions
+from airflow_provider_runwatch.core.clients import ClientOptions, limits_from_extras
 from airflow_provider_runwatch.core.errors import ConfigurationError, VendorAPIError
 from airflow_provider_runwatch.core.ratelimit import DEFAULT_WINDOW_SECONDS, BudgetSpec, KeyBudget, budget_for
 from airflow_provider_runwatch.core.retry import RetryPolicy
@@ -95,7 +95,9 @@ class GloriaMundoHook(RunwatchHook):
                 f"GloriaMundo connection '{settings.conn_id}': extra '{name}' must be 'bearer' or "
                 f"'x-api-key', got {settings.extras.get(name)!r}"
             )
-        return ClientOptions(headers=headers, retry=self.retry, limiter=self.budget(settings))
+        return ClientOptions(
+            headers=headers, retry=self.retry, limiter=self.budget(settings), **limits_from_extras(settings)
+        )
 
     @staticmethod
     def budget_specs(settings: ConnectionSettings) -> dict[str, BudgetSpec]:
@@ -146,15 +148,15 @@ class GloriaMundoHook(RunwatchHook):
             error, conn_id=self.conn_id, workflow_id=workflow_id, run_id=run_id, executions_per_minute=pace
         )
 
-    def call(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
+    def call(self, call: Call[T], *, retry: RetryPolicy | None = None, within: float | None = None) -> T:
         try:
-            return super().call(call, retry=self._retry_for(call, retry))
+            return super().call(call, retry=self._retry_for(call, retry), within=within)
         except VendorAPIError as exc:
             raise self._explain(exc, call.request) from None
 
-    async def acall(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
+    async def acall(self, call: Call[T], *, retry: RetryPolicy | None = None, within: float | None = None) -> T:
         try:
-            return await super().acall(call, retry=self._retry_for(call, retry))
+            return await super().acall(call, retry=self._retry_for(call, retry), within=within)
         except VendorAPIError as exc:
             raise self._explain(exc, call.request) from None
 

@@ -167,7 +167,7 @@ class RunTaskMixin:
         poller = Poller(vendor=self.vendor_name, run_id=run_id, options=options, log=self.log, noun=self.adapter.noun)
         hook, adapter = self.hook, self.adapter
         call = adapter.status_call(hook.settings, adapter.validate_run_id(run_id))
-        return watch_sync(poller, lambda: hook.call(call, retry=NO_RETRY))
+        return watch_sync(poller, lambda: hook.call(call, retry=NO_RETRY, within=poller.time_left()))
 
     # -- resuming -------------------------------------------------------------------------------------
     def validate_event(self, event: Any, run_id: str | None) -> RunEvent:

@@ -96,8 +96,9 @@ class RunTrigger(BaseTrigger):
             hook = self.hook_class(self.conn_id)
             async with hook.async_client() as client:
                 call = self.adapter.status_call(client.settings, self.adapter.validate_run_id(self.run_id))
-                # Each poll is one attempt: the Poller owns retries (failure budget and backoff).
-                event = await watch_async(poller, lambda: client.call(call, retry=NO_RETRY))
+                # Each poll is one attempt: the Poller owns retries (failure budget and backoff); it ends by the
+                # deadline at the latest, however slowly the answer comes.
+                event = await watch_async(poller, lambda: client.call(call, retry=NO_RETRY, within=poller.time_left()))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the task must hear about it as an event, not a triggerer traceback
