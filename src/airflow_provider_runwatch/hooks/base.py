@@ -42,6 +42,9 @@ class RunwatchHook(BaseHook):
     default_conn_name: ClassVar[str]
     conn_type: ClassVar[str]
     hook_name: ClassVar[str]
+    #: The HTTP clients this hook builds (a vendor may extend them, e.g. to report 429s to its budget).
+    client_class: ClassVar[type[ApiClient]] = ApiClient
+    async_client_class: ClassVar[type[AsyncApiClient]] = AsyncApiClient
 
     def __init__(self, conn_id: str | None = None, *, retry: RetryPolicy | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -88,7 +91,7 @@ class RunwatchHook(BaseHook):
     def client(self) -> ApiClient:
         if self._client is None:
             settings = self.settings
-            self._client = ApiClient(settings, self.client_options(settings))
+            self._client = self.client_class(settings, self.client_options(settings))
         return self._client
 
     def call(self, call: Call[T], *, retry: RetryPolicy | None = None) -> T:
@@ -104,7 +107,7 @@ class RunwatchHook(BaseHook):
     async def async_client(self) -> AsyncIterator[AsyncApiClient]:
         """One client for a block of calls (a trigger holds one for its whole life)."""
         settings = await self.aget_settings()
-        client = AsyncApiClient(settings, self.client_options(settings))
+        client = self.async_client_class(settings, self.client_options(settings))
         try:
             yield client
         finally:

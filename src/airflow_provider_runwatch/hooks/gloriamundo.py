@@ -4,7 +4,9 @@ Connection: host = API base URL (``https://app.gloriamundo.com/api/v1`` when emp
 Extras: ``key_header`` (``bearer``, the default, or ``x-api-key``; ``auth_header`` is read as a legacy name,
 which Airflow >= 3.3 masks as a secret in the UI), ``polls_per_minute`` (default 50 of
 the documented 60), ``executions_per_minute`` (default 9 of the documented 10), and
-``rate_window_seconds`` (default 60; only for emulators that scale the window down in tests).
+``rate_window_seconds`` (default 60; only for emulators that scale the window down in tests), and
+``adaptive_rate`` (default true: the budget slows down on the key's 429s and recovers slowly, so several
+processes sharing one key converge on its limit; false keeps the fixed per-process rate).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from urllib.parse import unquote
 
 import httpx
 
-from airflow_provider_runwatch.core.errors import ConfigurationError, VendorAPIError
-from airflow_provider_runwatch.core.http import ApiRequest, Call, ClientOptions, RetryPolicy
+from airflow_provider_runwatch.core.errors import ConfigurationError, RateLimitedError, VendorAPIError
+from airflow_provider_runwatch.core.http import ApiClient, ApiRequest, AsyncApiClient, Call, ClientOptions, RetryPolicy
 from airflow_provider_runwatch.core.ratelimit import DEFAULT_WINDOW_SECONDS, BudgetSpec, KeyBudget, budget_for
 from airflow_provider_runwatch.hooks.base import RunwatchHook
 from airflow_provider_runwatch.vendors import gloriamundo
@@ -133,6 +135,30 @@ def _warn_once(conn_id: str, what: str, message: str, *args: Any) -> None:
     log.warning(message, *args)
 
 
+def _report_throttle(options: ClientOptions, request: ApiRequest, error: RateLimitedError) -> None:
+    """A 429 of the key's rate limit (not the spend limit) tells the key's budget to slow this process down."""
+    if request.bucket is not None and isinstance(options.limiter, KeyBudget) and not is_spend_limit(error):
+        options.limiter.throttled(request.bucket)
+
+
+class _ThrottleReportingClient(ApiClient):
+    def _send_once(self, request: ApiRequest) -> Any:
+        try:
+            return super()._send_once(request)
+        except RateLimitedError as exc:
+            _report_throttle(self.options, request, exc)
+            raise
+
+
+class _ThrottleReportingAsyncClient(AsyncApiClient):
+    async def _send_once(self, request: ApiRequest) -> Any:
+        try:
+            return await super()._send_once(request)
+        except RateLimitedError as exc:
+            _report_throttle(self.options, request, exc)
+            raise
+
+
 class GloriaMundoHook(RunwatchHook):
     """Talks to GloriaMundo's workflow API. Every request of one API key in this process shares one
     rate budget (``polls_per_minute`` status polls, ``executions_per_minute`` executions)."""
@@ -142,6 +168,9 @@ class GloriaMundoHook(RunwatchHook):
     conn_type = "gloriamundo"
     hook_name = "GloriaMundo"
     adapter = gloriamundo.WORKFLOW_RUNS
+    # Every attempt's 429 reaches the key's budget (adaptive buckets slow down: other processes share the key).
+    client_class = _ThrottleReportingClient
+    async_client_class = _ThrottleReportingAsyncClient
 
     # -- connection -> client -------------------------------------------------------------------------
     def client_options(self, settings: ConnectionSettings) -> ClientOptions:
@@ -183,9 +212,14 @@ class GloriaMundoHook(RunwatchHook):
                 polls,
                 DOCUMENTED_POLLS_PER_MINUTE,
             )
+        adaptive = settings.extras.get("adaptive_rate", True)
+        if isinstance(adaptive, str) and adaptive.strip().lower() in ("true", "false"):
+            adaptive = adaptive.strip().lower() == "true"  # a connection form sends strings
+        if not isinstance(adaptive, bool):
+            raise ConfigurationError(f"{where}: extra 'adaptive_rate' must be true or false, got {adaptive!r}")
         return {
-            POLL_BUCKET: BudgetSpec(int(polls), window, smooth=True),
-            EXECUTE_BUCKET: BudgetSpec(int(executions), window, smooth=False),
+            POLL_BUCKET: BudgetSpec(int(polls), window, smooth=True, adaptive=adaptive),
+            EXECUTE_BUCKET: BudgetSpec(int(executions), window, smooth=False, adaptive=adaptive),
         }
 
     def budget(self, settings: ConnectionSettings) -> KeyBudget:
