@@ -49,7 +49,7 @@ BUDGETS = ("fixed", "adaptive")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DIST_DAGS = Path(__file__).parent / "dags"
 #: The DAGs of dags/dist_drills.py.
-DIST_DAG_IDS = ["dist_failover", "dist_steady", "dist_budget_fixed", "dist_budget_adaptive"]
+DIST_DAG_IDS = ["dist_failover", "dist_steady", "dist_worker_loss", "dist_budget_fixed", "dist_budget_adaptive"]
 TRIGGERERS = ("triggerer-a", "triggerer-b")
 WORKERS = ("worker-1", "worker-2")
 #: Each triggerer's capacity unless a drill says otherwise.
@@ -95,6 +95,13 @@ class Cluster:
         # --skip-serve-logs: two on one host would fight over the log server port; the API server reads
         # their log files from the shared AIRFLOW_HOME.
         self.dep.start(name, "triggerer", "--capacity", str(capacity), "--skip-serve-logs")
+
+    def ensure_triggerers(self) -> None:
+        """Both triggerers running (a drill may have killed one), at full capacity."""
+        for name in TRIGGERERS:
+            proc = self.dep.procs.get(name)
+            if proc is None or proc.poll() is not None:
+                self.start_triggerer(name)
 
     def start_worker(self, name: str) -> None:
         self.dep.start(
@@ -273,6 +280,9 @@ def cluster() -> Iterator[Cluster]:
                 # elsewhere) after this many seconds without a heartbeat, not the default 5 minutes.
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
+                # Airflow's HA knob: a triggerer claims at most this many new triggers per loop, so a burst of
+                # deferrals spreads over both triggerers instead of landing on whichever looked first.
+                "AIRFLOW__TRIGGERER__MAX_TRIGGER_TO_SELECT_PER_LOOP": "4",
             }
         )
         migrate = subprocess.run([*AIRFLOW, "db", "migrate"], env=env, cwd=home, capture_output=True, timeout=300)

@@ -25,7 +25,8 @@ from tests.distributed.conftest import FAILOVER_CAPACITY, TRIGGERER_CAPACITY, TR
 from tests.e2e.conftest import ARTIFACTS
 from tests.e2e.dags.e2e_drills import SUBJECTS
 
-pytestmark = pytest.mark.distributed
+# The first test's setup includes the deployment's start-up (2-3 minutes on 2 busy cores).
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(900)]
 
 KINDS = list(SUBJECTS)
 #: Kept in step with tests/distributed/dags/dist_drills.py.
@@ -79,6 +80,14 @@ def _trigger_ids(cluster: Cluster, dag_id: str, run_id: str) -> dict[str, int]:
     return {str(t): int(str(i)) for t, i in rows}
 
 
+def _held(cluster: Cluster, dag_id: str, run_id: str, tasks: dict[str, str], job: int) -> dict[str, int] | None:
+    """The trigger ids of the run's tasks once every one of them is deferred and assigned to ``job``."""
+    ids = _trigger_ids(cluster, dag_id, run_id)
+    if len(ids) == len(tasks) and set(_assignments(cluster, list(ids.values())).values()) == {job}:
+        return ids
+    return None
+
+
 @dataclass
 class Failover:
     runs: dict[str, str]  # dag id -> dag run id
@@ -101,12 +110,7 @@ def failover(cluster: Cluster) -> Failover:
     dep.wait_for_tasks("dist_failover", runs["dist_failover"], "deferred", list(FAILOVER), timeout=180)
     held_by_a = _wait_until(
         "the first triggerer holds all ten triggers",
-        lambda: (
-            ids
-            if len(ids := _trigger_ids(cluster, "dist_failover", runs["dist_failover"])) == len(FAILOVER)
-            and set(_assignments(cluster, list(ids.values())).values()) == {job_a}
-            else None
-        ),
+        lambda: _held(cluster, "dist_failover", runs["dist_failover"], FAILOVER, job_a),
         timeout=60,
         cluster=cluster,
     )
@@ -118,12 +122,7 @@ def failover(cluster: Cluster) -> Failover:
     dep.wait_for_tasks("dist_steady", runs["dist_steady"], "deferred", list(STEADY), timeout=180)
     held_by_b = _wait_until(
         "the second triggerer holds the steady triggers",
-        lambda: (
-            ids
-            if len(ids := _trigger_ids(cluster, "dist_steady", runs["dist_steady"])) == len(STEADY)
-            and set(_assignments(cluster, list(ids.values())).values()) == {job_b}
-            else None
-        ),
+        lambda: _held(cluster, "dist_steady", runs["dist_steady"], STEADY, job_b),
         timeout=60,
         cluster=cluster,
     )
