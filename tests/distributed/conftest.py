@@ -7,7 +7,7 @@ One session fixture, ``cluster``, starts in a throwaway AIRFLOW_HOME:
   run as root) through ``setpriv``, which execs in place, so the server stays the leader of its process group;
 - ``redis-server`` on a free port without persistence, the Celery broker;
 - the bundled emulator, ``airflow api-server``, ``scheduler``, ``dag-processor``, two ``triggerer`` processes and
-  two ``celery worker`` processes (concurrency 3), each in its own process group (``Deployment.spawn`` of the
+  two ``celery worker`` processes (concurrency 5), each in its own process group (``Deployment.spawn`` of the
   e2e suite: stopped on teardown, on SIGTERM and at exit).
 
 Everything else (REST helpers, the emulator's request log, process control) is the e2e suite's ``Deployment``.
@@ -52,6 +52,8 @@ DIST_DAGS = Path(__file__).parent / "dags"
 DIST_DAG_IDS = ["dist_failover", "dist_steady", "dist_worker_loss", "dist_budget_fixed", "dist_budget_adaptive"]
 TRIGGERERS = ("triggerer-a", "triggerer-b")
 WORKERS = ("worker-1", "worker-2")
+#: Task slots per Celery worker: the worker-loss drill parks one task of every run kind (5) on one worker.
+WORKER_CONCURRENCY = 5
 #: Each triggerer's capacity unless a drill says otherwise.
 TRIGGERER_CAPACITY = 60
 #: The first triggerer's capacity during the failover drill: exactly the failover DAG's deferred tasks, so the
@@ -109,7 +111,7 @@ class Cluster:
             "celery",
             "worker",
             "--concurrency",
-            "3",
+            str(WORKER_CONCURRENCY),
             "--celery-hostname",
             f"{name}@%h",
             "--skip-serve-logs",
@@ -275,7 +277,7 @@ def cluster() -> Iterator[Cluster]:
                 "AIRFLOW__CORE__PARALLELISM": "16",
                 "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
                 "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://airflow@127.0.0.1:{pg_port}/airflow",
-                "AIRFLOW__CELERY__WORKER_CONCURRENCY": "3",
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
                 # A worker killed with -9 leaves its task running in the database: fail it (and retry it
                 # elsewhere) after this many seconds without a heartbeat, not the default 5 minutes.
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
