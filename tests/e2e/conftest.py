@@ -96,6 +96,20 @@ def _stop(proc: subprocess.Popen[bytes], *, hard: bool = False, grace: float = 1
         proc.wait(timeout=5)
 
 
+def _stop_together(procs: list[subprocess.Popen[bytes]], grace: float = 10) -> None:
+    """Stop several components at once: SIGTERM to every group, one shared grace period, then SIGKILL
+    (one by one, a dozen components would take minutes of grace periods)."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    for proc in procs:
+        _stop(proc, hard=True, grace=5)
+
+
 def _stop_all() -> None:
     for proc in reversed(_ALL_PROCS):
         _stop(proc, grace=5)
@@ -117,17 +131,19 @@ class Deployment:
     def log_path(self, name: str) -> Path:
         return self.home / f"{name}-{self.starts.get(name, 0)}.log"
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start an Airflow component (``airflow <args>``)."""
-        return self.spawn(name, [*AIRFLOW, *args])
+        return self.spawn(name, [*AIRFLOW, *args], env=env)
 
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        """Start a process in its own process group, logging to AIRFLOW_HOME, stopped at teardown or exit."""
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start a process in its own process group, logging to AIRFLOW_HOME, stopped at teardown or exit.
+
+        ``env`` adds to (or overrides) the deployment's environment for this process only."""
         self.starts[name] = self.starts.get(name, 0) + 1
         log = self.log_path(name).open("wb")
         proc = subprocess.Popen(
             argv,
-            env=self.env,
+            env={**self.env, **env} if env else self.env,
             cwd=self.home,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -352,29 +368,20 @@ def _dags_folder(home: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def deployment() -> Iterator[Deployment]:
-    from airflow import __version__ as airflow_version
-    from packaging.version import Version
-
-    if Version(airflow_version) < Version("3.3"):
-        # Trigger on_kill (drill b) and the task-log and health APIs asserted here are those of 3.3.
-        pytest.skip(f"the e2e suite targets Airflow >= 3.3 (found {airflow_version})")
-    home = Path(tempfile.mkdtemp(prefix="runwatch-e2e-home-"))
-    emulator = EmulatorServer(mode="process", scenario=DEFAULT_SCENARIO)
-    emulator.start()
-    port = _free_port()
+def airflow_env(home: Path, port: int, emulator: EmulatorServer, dags: Path | None = None) -> dict[str, str]:
+    """The environment every component of a test deployment shares (executor and database are the caller's):
+    this process's environment without any ``AIRFLOW__*``/``AIRFLOW_CONN_*``, the emulator's connections, the
+    API server on ``port``, fast heartbeats, a low triggerer health-check threshold, the REST API open to all."""
     api_url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__") and not k.startswith("AIRFLOW_CONN_")}
     env.update(emulator.connection_env(api_key=SECRET_KEY))
     env.update(
         {
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(_dags_folder(home)),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags or _dags_folder(home)),
             # Only REST-triggered runs: the examples' cron schedules must not add runs of their own.
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "8",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
@@ -386,9 +393,6 @@ def deployment() -> Iterator[Deployment]:
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API__SECRET_KEY": "runwatch-e2e-not-secret",
             "AIRFLOW__API_AUTH__JWT_SECRET": "runwatch-e2e-jwt-not-secret",
-            # sqlite waits up to 5 s for a write lock by default; on 2 busy cores a burst of task starts, resumes
-            # and a user's PATCH can need longer (seen: "Database error" on a mark-failed).
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db?timeout=30",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
@@ -405,11 +409,58 @@ def deployment() -> Iterator[Deployment]:
             "PYTHONUNBUFFERED": "1",
         }
     )
-    dep = Deployment(home=home, env=env, api_url=api_url, emulator=emulator)
+    return env
+
+
+@contextlib.contextmanager
+def running(dep: Deployment, artifacts: str) -> Iterator[Deployment]:
+    """Stop every process of ``dep`` (and the emulator) on the way out, also on SIGTERM; keep the component logs
+    under test-artifacts/``artifacts`` and drop AIRFLOW_HOME (unless RUNWATCH_E2E_KEEP_HOME is set)."""
     # A CI runner cancels a job with SIGTERM, which would end pytest without teardown or atexit: make it an
     # interrupt instead, so the fixtures stop every process group on the way out.
     previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        yield dep
+    finally:
+        _stop_together(list(dep.procs.values()))
+        _stop_all()
+        dep.emulator.stop()
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        if os.environ.get("RUNWATCH_E2E_KEEP_HOME"):
+            print(f"AIRFLOW_HOME kept at {dep.home}")
+        else:
+            ARTIFACTS.mkdir(exist_ok=True)
+            dest = ARTIFACTS / artifacts
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir()
+            for log in dep.home.glob("*.log"):
+                shutil.copy(log, dest / log.name)
+            shutil.rmtree(dep.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def deployment() -> Iterator[Deployment]:
+    from airflow import __version__ as airflow_version
+    from packaging.version import Version
+
+    if Version(airflow_version) < Version("3.3"):
+        # Trigger on_kill (drill b) and the task-log and health APIs asserted here are those of 3.3.
+        pytest.skip(f"the e2e suite targets Airflow >= 3.3 (found {airflow_version})")
+    home = Path(tempfile.mkdtemp(prefix="runwatch-e2e-home-"))
+    emulator = EmulatorServer(mode="process", scenario=DEFAULT_SCENARIO)
+    emulator.start()
+    port = _free_port()
+    env = airflow_env(home, port, emulator)
+    env.update(
+        {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # sqlite waits up to 5 s for a write lock by default; on 2 busy cores a burst of task starts, resumes
+            # and a user's PATCH can need longer (seen: "Database error" on a mark-failed).
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db?timeout=30",
+        }
+    )
+    dep = Deployment(home=home, env=env, api_url=f"http://127.0.0.1:{port}", emulator=emulator)
+    with running(dep, "e2e-logs"):
         subprocess.run([*AIRFLOW, "db", "migrate"], env=env, cwd=home, check=True, capture_output=True, timeout=180)
         dep.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1")
         dep.start("scheduler", "scheduler")
@@ -418,23 +469,6 @@ def deployment() -> Iterator[Deployment]:
         _wait_healthy(dep)
         _wait_dags(dep, [*E2E_DAG_IDS, *EXAMPLE_DAG_IDS])
         yield dep
-    finally:
-        for proc in reversed(list(dep.procs.values())):
-            _stop(proc)
-        _stop_all()
-        emulator.stop()
-        signal.signal(signal.SIGTERM, previous_sigterm)
-        if os.environ.get("RUNWATCH_E2E_KEEP_HOME"):
-            print(f"e2e AIRFLOW_HOME kept at {home}")
-        else:
-            # keep the component logs as artifacts, drop the rest
-            ARTIFACTS.mkdir(exist_ok=True)
-            dest = ARTIFACTS / "e2e-logs"
-            shutil.rmtree(dest, ignore_errors=True)
-            dest.mkdir()
-            for log in home.glob("*.log"):
-                shutil.copy(log, dest / log.name)
-            shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import logging
 import ssl
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -30,7 +30,7 @@ from airflow_provider_runwatch.core.calls import (
     too_large,
     transport_error,
 )
-from airflow_provider_runwatch.core.errors import ConfigurationError, VendorAPIError
+from airflow_provider_runwatch.core.errors import ConfigurationError, RateLimitedError, VendorAPIError
 from airflow_provider_runwatch.core.network import context_for
 from airflow_provider_runwatch.core.retry import RetryPolicy
 from airflow_provider_runwatch.core.shared_transport import TransportHandle, httpx_proxy
@@ -56,12 +56,15 @@ class Limiter(Protocol):
     """A per-key request budget shared by every client of one process (see GloriaMundo's 60 polls/min).
 
     Clients call it before each attempt of a request whose ``bucket`` is set; it returns when the request
-    may be sent. The async variant must never block the event loop.
+    may be sent. The async variant must never block the event loop. After an attempt the vendor refused with
+    429 the clients call :meth:`throttled`, so a budget that adapts (other processes share the key) slows down.
     """
 
     async def acquire(self, bucket: str) -> None: ...
 
     def acquire_blocking(self, bucket: str) -> None: ...
+
+    def throttled(self, bucket: str) -> None: ...
 
 
 @dataclass
@@ -74,6 +77,8 @@ class ClientOptions:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     limiter: Limiter | None = None
+    #: Which 429s count against the key's budget (None: every one); GloriaMundo's spend limit does not.
+    throttles_key: Callable[[VendorAPIError], bool] | None = None
     #: Seconds for one attempt of a request as a whole (see :data:`DEFAULT_TOTAL_TIMEOUT`).
     total_timeout: float = DEFAULT_TOTAL_TIMEOUT
 
@@ -207,6 +212,17 @@ class _ClientBase:
         self.settings = settings
         self.options = options
 
+    def _report_throttle(self, request: ApiRequest, error: VendorAPIError) -> None:
+        """Every attempt's 429 on a budgeted request reaches the key's budget (an adaptive one slows down)."""
+        options = self.options
+        if (
+            isinstance(error, RateLimitedError)
+            and request.bucket is not None
+            and options.limiter is not None
+            and (options.throttles_key is None or options.throttles_key(error))
+        ):
+            options.limiter.throttled(request.bucket)
+
     def _log_retry(self, request: ApiRequest, error: VendorAPIError, delay: float, attempt: int) -> None:
         log.warning("%s; retry %d/%d in %.1fs", error.describe(), attempt, self.options.retry.max_attempts - 1, delay)
 
@@ -239,6 +255,7 @@ class ApiClient(_ClientBase):
             try:
                 return self._send_once(request, self.options.total_for(within))
             except VendorAPIError as error:
+                self._report_throttle(request, error)
                 if not policy.should_retry(request, error, attempt):
                     raise
                 delay = policy.delay_for(error, attempt)
@@ -363,6 +380,7 @@ class AsyncApiClient(_ClientBase):
             try:
                 return await self._send_once(request, self.options.total_for(within))
             except VendorAPIError as error:
+                self._report_throttle(request, error)
                 if not policy.should_retry(request, error, attempt):
                     raise
                 delay = policy.delay_for(error, attempt)

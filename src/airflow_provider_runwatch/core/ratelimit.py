@@ -25,6 +25,14 @@ waits for that slot on its own: ``asyncio.sleep`` in a coroutine, ``time.sleep``
   limit.
 - A waiter cancelled before its slot gives the slot back when it is the newest one.
 
+Across processes (two triggerers, several workers on one key) each process keeps its own schedule, so their
+sum can exceed the vendor's limit. An ``adaptive`` bucket closes that gap without any shared service, as the AWS
+SDKs' "adaptive" retry mode does: the HTTP path reports each 429 (:meth:`KeyBudget.throttled`), the bucket cuts
+its own rate multiplicatively (x ``BACKOFF``, at most once per ``window / 10`` so one burst of 429s counts
+once), then recovers linearly by ``RECOVERY`` of the limit per window up to the configured limit (additive
+increase, multiplicative decrease: uncoordinated clients converge on a fair share of the key's limit, with
+a few 429s each time their sum probes above it).
+
 Keys are identified by a short SHA-256 fingerprint; the key itself is never stored here, so it cannot
 reach a ``repr`` or a log line.
 """
@@ -46,6 +54,14 @@ Clock = Callable[[], float]
 
 #: The window every documented per-minute limit is counted over.
 DEFAULT_WINDOW_SECONDS = 60.0
+#: Adaptive buckets: the rate after a 429 is this fraction of the rate before it.
+BACKOFF = 0.7
+#: Adaptive buckets: after a cut, the rate grows back by this fraction of the limit per window.
+RECOVERY = 0.02
+#: Adaptive buckets: the rate never drops below this fraction of the limit (nor below 1 per window).
+FLOOR = 0.05
+#: Adaptive buckets: 429s within this fraction of a window after a cut are the same overshoot (no second cut).
+HOLD = 0.1
 
 
 def key_fingerprint(api_key: str) -> str:
@@ -55,11 +71,13 @@ def key_fingerprint(api_key: str) -> str:
 
 @dataclass(frozen=True)
 class BudgetSpec:
-    """``limit`` requests in any ``window`` seconds; ``smooth`` spaces them ``window / limit`` apart."""
+    """``limit`` requests in any ``window`` seconds; ``smooth`` spaces them ``window / limit`` apart;
+    ``adaptive`` lowers the rate on 429s and recovers slowly (other processes share the key)."""
 
     limit: int
     window: float = DEFAULT_WINDOW_SECONDS
     smooth: bool = True
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         if self.limit < 1:
@@ -88,10 +106,45 @@ class SlidingWindowBudget:
         # Slots that may still matter: reserved in the last window, or still in the future.
         self._slots: deque[float] = deque()
         self.granted = 0
-        self.waited = 0
+        # Adaptive state: the rate (per window) right after the last cut, and when that was.
+        self._cut_rate = float(spec.limit)
+        self._cut_at: float | None = None
+        self.throttles = 0
+        self.cuts = 0
 
     def __repr__(self) -> str:
-        return f"SlidingWindowBudget(limit={self.spec.limit}, window={self.spec.window:g}s, smooth={self.spec.smooth})"
+        return (
+            f"SlidingWindowBudget(limit={self.spec.limit}, window={self.spec.window:g}s, smooth={self.spec.smooth}"
+            f"{', adaptive' if self.spec.adaptive else ''})"
+        )
+
+    def _rate_at(self, now: float) -> float:
+        """Requests per window allowed at ``now`` (the limit, or less after a recent 429)."""
+        spec = self.spec
+        if not spec.adaptive or self._cut_at is None:
+            return float(spec.limit)
+        grown = self._cut_rate + RECOVERY * spec.limit * max(0.0, now - self._cut_at) / spec.window
+        return min(float(spec.limit), grown)
+
+    def rate(self) -> float:
+        """The current allowed rate, requests per window."""
+        with self._lock:
+            return self._rate_at(self.clock())
+
+    def throttled(self) -> None:
+        """The vendor refused a request of this bucket with 429: cut the rate (adaptive buckets only)."""
+        with self._lock:
+            self.throttles += 1
+            spec = self.spec
+            if not spec.adaptive:
+                return
+            now = self.clock()
+            if self._cut_at is not None and now - self._cut_at < HOLD * spec.window:
+                return  # the same overshoot: its other 429s were already in flight
+            floor = max(1.0, FLOOR * spec.limit)
+            self._cut_rate = max(floor, BACKOFF * self._rate_at(now))
+            self._cut_at = now
+            self.cuts += 1
 
     def configure(self, spec: BudgetSpec) -> None:
         """Change the limit or window in place; reservations already made keep counting."""
@@ -105,15 +158,18 @@ class SlidingWindowBudget:
             spec, slots = self.spec, self._slots
             while slots and slots[0] <= now - spec.window:
                 slots.popleft()  # can never share a window with a slot at or after ``now``
+            limit, spacing = spec.limit, spec.spacing
+            if spec.adaptive and self._cut_at is not None:
+                rate = self._rate_at(now)
+                limit = max(1, int(rate))
+                spacing = spec.window / rate if spec.smooth else 0.0
             slot = now
             if slots:
-                slot = max(slot, slots[-1] + spec.spacing)
-                if len(slots) >= spec.limit:
-                    slot = max(slot, slots[-spec.limit] + spec.window)
+                slot = max(slot, slots[-1] + spacing)
+                if len(slots) >= limit:
+                    slot = max(slot, slots[-limit] + spec.window)
             slots.append(slot)
             self.granted += 1
-            if slot > now:
-                self.waited += 1
             return slot
 
     def release(self, slot: float) -> None:
@@ -182,6 +238,13 @@ class KeyBudget:
         if delay > 0 and log.isEnabledFor(logging.DEBUG):
             log.debug("%r: %s slot in %.2fs (%d queued)", self, bucket, delay, budget.queued())
         return budget, slot, delay
+
+    def throttled(self, bucket: str) -> None:
+        """The vendor answered a request of ``bucket`` with 429 (an adaptive bucket slows down)."""
+        budget = self.buckets.get(bucket)
+        if budget is not None:
+            budget.throttled()
+            log.debug("%r: %s throttled, rate now %.1f/%gs", self, bucket, budget.rate(), budget.spec.window)
 
     async def acquire(self, bucket: str) -> None:
         """Wait (without blocking the event loop) until this caller's slot in ``bucket``."""

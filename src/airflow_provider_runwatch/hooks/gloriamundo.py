@@ -4,7 +4,9 @@ Connection: host = API base URL (``https://app.gloriamundo.com/api/v1`` when emp
 Extras: ``key_header`` (``bearer``, the default, or ``x-api-key``; ``auth_header`` is read as a legacy name,
 which Airflow >= 3.3 masks as a secret in the UI), ``polls_per_minute`` (default 50 of
 the documented 60), ``executions_per_minute`` (default 9 of the documented 10), and
-``rate_window_seconds`` (default 60; only for emulators that scale the window down in tests).
+``rate_window_seconds`` (default 60; only for emulators that scale the window down in tests), and
+``adaptive_rate`` (default true: the budget slows down on the key's 429s and recovers slowly, so several
+processes sharing one key converge on its limit; false keeps the fixed per-process rate).
 """
 
 from __future__ import annotations
@@ -96,7 +98,12 @@ class GloriaMundoHook(RunwatchHook):
                 f"'x-api-key', got {settings.extras.get(name)!r}"
             )
         return ClientOptions(
-            headers=headers, retry=self.retry, limiter=self.budget(settings), **limits_from_extras(settings)
+            headers=headers,
+            retry=self.retry,
+            limiter=self.budget(settings),
+            # A spend-limit 429 is about money, not rate: it must not slow the key's budget down.
+            throttles_key=lambda error: not is_spend_limit(error),
+            **limits_from_extras(settings),
         )
 
     @staticmethod
@@ -121,9 +128,14 @@ class GloriaMundoHook(RunwatchHook):
                 polls,
                 DOCUMENTED_POLLS_PER_MINUTE,
             )
+        adaptive = settings.extras.get("adaptive_rate", True)
+        if isinstance(adaptive, str) and adaptive.strip().lower() in ("true", "false"):
+            adaptive = adaptive.strip().lower() == "true"  # a connection form sends strings
+        if not isinstance(adaptive, bool):
+            raise ConfigurationError(f"{where}: extra 'adaptive_rate' must be true or false, got {adaptive!r}")
         return {
-            POLL_BUCKET: BudgetSpec(int(polls), window, smooth=True),
-            EXECUTE_BUCKET: BudgetSpec(int(executions), window, smooth=False),
+            POLL_BUCKET: BudgetSpec(int(polls), window, smooth=True, adaptive=adaptive),
+            EXECUTE_BUCKET: BudgetSpec(int(executions), window, smooth=False, adaptive=adaptive),
         }
 
     def budget(self, settings: ConnectionSettings) -> KeyBudget:

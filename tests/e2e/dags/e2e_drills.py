@@ -43,19 +43,26 @@ SUBJECTS = {
 }
 
 
-def run_task(kind: str, task_id: str, text: str, **options: Any) -> BaseOperator:
-    """One task of ``kind`` whose run works on ``text`` (which may carry an emulator directive)."""
+def run_task(kind: str, task_id: str, text: str, mixin: type | None = None, **options: Any) -> BaseOperator:
+    """One task of ``kind`` whose run works on ``text`` (which may carry an emulator directive); ``mixin``, if
+    given, is mixed into the operator class (a drill that changes one step of the operator, e.g. a pause)."""
     options.setdefault("deferrable", True)
     options.setdefault("poll_interval", 1)
+
+    def make(cls: type[BaseOperator], **kwargs: Any) -> BaseOperator:
+        if mixin is not None:
+            cls = type(f"{mixin.__name__}{cls.__name__}", (mixin, cls), {})
+        return cls(task_id=task_id, **kwargs, **options)
+
     if kind == "puffle":
-        return PuffleAgentChatOperator(task_id=task_id, message=text, **options)
+        return make(PuffleAgentChatOperator, message=text)
     if kind == "gumloop_agent":
-        return GumloopAgentOperator(task_id=task_id, agent_id="agent_e2e", message=text, **options)
+        return make(GumloopAgentOperator, agent_id="agent_e2e", message=text)
     if kind == "gumloop_session":
-        return GumloopSessionOperator(task_id=task_id, agent_id="agent_e2e", input=text, **options)
+        return make(GumloopSessionOperator, agent_id="agent_e2e", input=text)
     if kind == "gumloop_flow":
-        return GumloopFlowOperator(task_id=task_id, flow_id="flow_e2e", inputs={"subject": text}, **options)
-    return GloriaMundoWorkflowOperator(task_id=task_id, workflow_id="wf_e2e", input={"subject": text}, **options)
+        return make(GumloopFlowOperator, flow_id="flow_e2e", inputs={"subject": text})
+    return make(GloriaMundoWorkflowOperator, workflow_id="wf_e2e", input={"subject": text})
 
 
 with DAG(
