@@ -136,16 +136,10 @@ def budget_connections(emulator: EmulatorServer) -> dict[str, str]:
     return env
 
 
-def _async_db(home: Path, pg_port: int) -> str:
-    """Airflow 3.3 builds an async engine at start-up too (asyncpg for PostgreSQL, from its ``postgres``
-    extra). Without asyncpg installed, an empty sqlite file stands in: only multi-team lookups, the DAG run
-    ``wait`` endpoint and async state-store reads use that engine, none of which this suite touches, and any
-    that did would fail loudly on the missing tables rather than read wrong data."""
-    import importlib.util
-
-    if importlib.util.find_spec("asyncpg") is not None:
-        return f"postgresql+asyncpg://airflow@127.0.0.1:{pg_port}/airflow"
-    return f"sqlite+aiosqlite:///{home}/no-async-engine.db"
+def _async_db(pg_port: int) -> str:
+    """Airflow 3.3 builds an async engine on the metadata database too (the DAG run ``wait`` endpoint,
+    async state-store reads): asyncpg, pinned in the ``distributed`` extra."""
+    return f"postgresql+asyncpg://airflow@127.0.0.1:{pg_port}/airflow"
 
 
 def _start_postgres(dep: Deployment) -> int:
@@ -270,7 +264,7 @@ def cluster() -> Iterator[Cluster]:
         env.update(
             {
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db,
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": _async_db(home, pg_port),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": _async_db(pg_port),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "3",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "5",
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
