@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from airflow_provider_runwatch.emulator.server import EmulatorServer
@@ -94,6 +95,31 @@ def _stop(proc: subprocess.Popen[bytes], *, hard: bool = False, grace: float = 1
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    """Every process below ``pid``: Airflow's task supervisors and Celery's pool children may leave the
+    component's process group, so a group signal alone can orphan them."""
+    with contextlib.suppress(psutil.Error):
+        return list(psutil.Process(pid).children(recursive=True))
+    return []
+
+
+def _kill_all(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(processes, timeout=5)
+
+
+def sweep(home: Path) -> None:
+    """SIGKILL whatever still runs with this deployment's AIRFLOW_HOME (an orphan of a killed component)."""
+    leftovers = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.pid != os.getpid() and process.environ().get("AIRFLOW_HOME") == str(home):
+                leftovers.append(process)
+    _kill_all(leftovers)
 
 
 def _stop_together(procs: list[subprocess.Popen[bytes]], grace: float = 10) -> None:
@@ -162,8 +188,11 @@ class Deployment:
         _stop(self.procs.pop(name))
 
     def kill9(self, name: str) -> None:
+        """A machine loss: the component and every process below it die at once."""
         proc = self.procs[name]
+        below = _descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGKILL)
+        _kill_all(below)
         proc.wait(timeout=10)
 
     def logs(self, name: str) -> str:
@@ -424,6 +453,7 @@ def running(dep: Deployment, artifacts: str) -> Iterator[Deployment]:
     finally:
         _stop_together(list(dep.procs.values()))
         _stop_all()
+        sweep(dep.home)
         dep.emulator.stop()
         signal.signal(signal.SIGTERM, previous_sigterm)
         if os.environ.get("RUNWATCH_E2E_KEEP_HOME"):
