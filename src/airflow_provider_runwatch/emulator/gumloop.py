@@ -820,18 +820,27 @@ def _offset(cursor: str, signature: str) -> int | None:
     return offset
 
 
+def _find(state: EmulatorState, run_id: str, owner: str, kind: str) -> EmulatedRun | None:
+    """``owner``'s run ``run_id`` if it is a ``kind`` (an interaction, a session or a flow), else None."""
+    run = state.get_run(run_id, VENDOR, owner)
+    return run if run is not None and run.data.get("kind") == kind else None
+
+
 def routes(state: EmulatorState) -> list[BaseRoute]:
-    """Gumloop's routes bound to ``state``."""
+    """Gumloop's routes bound to ``state``, one resource after the other (see the module docstring)."""
     state.register_state_reporter(VENDOR, gumloop_state)
+    return [
+        *_interaction_routes(state),
+        *_session_routes(state),
+        *_approval_routes(state),
+        *_follow_up_routes(state),
+        *_flow_routes(state),
+    ]
 
-    def store() -> _Store:
-        return _Store(state)
 
-    def find(run_id: str, owner: str, kind: str) -> EmulatedRun | None:
-        run = state.get_run(run_id, VENDOR, owner)
-        return run if run is not None and run.data.get("kind") == kind else None
+def _interaction_routes(state: EmulatorState) -> list[BaseRoute]:
+    """Agent interactions (legacy): ``POST /start_agent`` (a new one, or a follow-up turn), ``GET /agent_status``."""
 
-    # -- agent interactions -------------------------------------------------------------------------------------
     async def start_agent(request: Request) -> Response:
         owner = _legacy_auth(request)
         if isinstance(owner, Response):
@@ -908,7 +917,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         user_id, project_id = _identity(request.query_params)
         if not (user_id or project_id):
             return error_response(400, IDENTITY_REQUIRED)
-        run = find(interaction_id, owner, INTERACTION)
+        run = _find(state, interaction_id, owner, INTERACTION)
         if run is None:
             return error_response(404, INTERACTION_NOT_FOUND)
         if not _identity_matches(run, user_id, project_id):
@@ -922,7 +931,15 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
             return fault
         return Response(_interaction_body(run, interaction_state(run, decision)), media_type="application/json")
 
-    # -- agent sessions -----------------------------------------------------------------------------------------
+    return [
+        Route(f"{PREFIX}/start_agent", start_agent, methods=["POST"]),
+        Route(f"{PREFIX}/agent_status/{{interaction_id}}", agent_status, methods=["GET"]),
+    ]
+
+
+def _session_routes(state: EmulatorState) -> list[BaseRoute]:
+    """Agent sessions: start, list (seeded, started and autonomous ones), read and cancel."""
+
     async def create_session(request: Request) -> Response:
         auth = _session_auth(request)
         if isinstance(auth, Response):
@@ -963,7 +980,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
                 )
             context(request).run_id = session_id
             existing = state.runs.get(session_id)
-            if (existing is not None and existing.vendor == VENDOR) or session_id in store().seeded:
+            if (existing is not None and existing.vendor == VENDOR) or session_id in _Store(state).seeded:
                 return new_error(409, *_SESSION_START_ERRORS[409])
         idle = text is None or not text.strip()
         try:
@@ -995,7 +1012,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         )
         if text:
             run.cache["message"] = text
-        store().agent(owner, agent_id)["live"].append(run.id)
+        _Store(state).agent(owner, agent_id)["live"].append(run.id)
         context(request).run_id = run.id
         if idle:
             return Response(_session_body(run, "idle", None), status_code=201, media_type="application/json")
@@ -1013,12 +1030,12 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         owner = auth[0]
         session_id: str = request.path_params["session_id"]
         context(request).run_id = session_id
-        run = find(session_id, owner, SESSION)
+        run = _find(state, session_id, owner, SESSION)
         if run is None and session_id.startswith("sess_auto_"):
             _materialize_planned(state, owner, session_id)
-            run = find(session_id, owner, SESSION)
+            run = _find(state, session_id, owner, SESSION)
         if run is None:
-            seeded = store().seeded.get(session_id)
+            seeded = _Store(state).seeded.get(session_id)
             if seeded is not None and seeded["owner"] == owner:
                 item = {k: v for k, v in seeded.items() if k != "owner"}
                 return json_response({"session": {**item, "messages": []}, "queue_position": None})
@@ -1040,7 +1057,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
             return auth
         session_id: str = request.path_params["session_id"]
         context(request).run_id = session_id
-        run = find(session_id, auth[0], SESSION)
+        run = _find(state, session_id, auth[0], SESSION)
         if run is None:
             return new_error(404, "Session not found", "not_found_error", "session_not_found")
         body = await read_json(request)
@@ -1051,66 +1068,6 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
             run.data["cancelled_via_api"] = True
             state.request_cancel(run, settle_polls=CANCEL_SETTLE_POLLS)
         return Response(_session_body(run, current, None, with_messages=False), media_type="application/json")
-
-    async def approvals(request: Request) -> Response:
-        auth = _session_auth(request)
-        if isinstance(auth, Response):
-            return auth
-        session_id: str = request.path_params["session_id"]
-        context(request).run_id = session_id
-        run = find(session_id, auth[0], SESSION)
-        if run is None:
-            return new_error(404, "Session not found", "not_found_error", "session_not_found")
-        body = await read_json(request)
-        responses = body.get("approval_responses") if isinstance(body, dict) else None
-        if not isinstance(responses, list) or not responses:
-            return new_error(
-                400, "approval_responses must be a non-empty list", "invalid_request_error", "invalid_approvals"
-            )
-        if session_state(run, state.peek(run))[0] != "approval_required":
-            return new_error(409, "Session is not waiting for an approval", "conflict_error", "no_pending_approvals")
-        problem = _approvals_problem(run, responses)
-        if problem is not None:
-            return new_error(400, problem[0], "invalid_request_error", problem[1])
-        _record_approvals(run, responses)
-        return Response(_session_body(run, "processing", None, with_messages=False), media_type="application/json")
-
-    async def follow_up(request: Request) -> Response:
-        auth = _session_auth(request)
-        if isinstance(auth, Response):
-            return auth
-        session_id: str = request.path_params["session_id"]
-        context(request).run_id = session_id
-        run = find(session_id, auth[0], SESSION)
-        if run is None:
-            return new_error(404, "Session not found", "not_found_error", "session_not_found")
-        body = await read_json(request)
-        text = body.get("input") if isinstance(body, dict) else None
-        if not isinstance(text, str) or not text.strip():
-            return new_error(400, "input is required", "invalid_request_error", "invalid_input")
-        if not (run.data.get("idle") or _terminal_state(run, state)):
-            return new_error(409, "Session is still running", "conflict_error", "session_busy")
-        try:
-            scenario = start_scenario(state, request, (text,))
-        except ScenarioError as exc:
-            return new_error(400, str(exc), "invalid_request_error", "invalid_scenario")
-        previous: dict[str, Any] = {}
-        if not run.data.get("idle"):
-            previous = json.loads(_session_body(run, session_state(run, state.peek(run))[0], None))["session"]
-        history = previous.get("messages", [])
-        turn = state.new_run(
-            VENDOR,
-            run.owner,
-            scenario,
-            run_id=run.id,
-            data={**run.data, "prompt": strip_directive(text), "idle": False},
-        )
-        turn.data.pop("approval_rounds", None)
-        turn.data.pop("cancelled_via_api", None)
-        turn.created_wall = run.created_wall if run.data.get("idle") else time.time()
-        turn.cache["message"] = text
-        turn.cache["history"] = history
-        return Response(_session_body(turn, "processing", None), status_code=202, media_type="application/json")
 
     async def list_sessions(request: Request) -> Response:
         auth = _session_auth(request)
@@ -1143,7 +1100,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
             if found is None:
                 return new_error(400, "invalid cursor", "invalid_request_error", "invalid_cursor")
             offset = found
-        entry = store().agent(owner, agent_id)
+        entry = _Store(state).agent(owner, agent_id)
         items: list[dict[str, Any]] = [dict(item) for item in entry["seeded"]]
         for run_id in entry["live"]:
             run = state.get_run(run_id, VENDOR, owner)
@@ -1165,7 +1122,89 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
             {"sessions": page, "next_cursor": _cursor(offset + page_size, signature) if more else None}
         )
 
-    # -- flows --------------------------------------------------------------------------------------------------
+    return [
+        Route(f"{PREFIX}/agents/{{agent_id}}/sessions", create_session, methods=["POST"]),
+        Route(f"{PREFIX}/agents/{{agent_id}}/sessions", list_sessions, methods=["GET"]),
+        Route(f"{PREFIX}/sessions/{{session_id}}", get_session, methods=["GET"]),
+        Route(f"{PREFIX}/sessions/{{session_id}}/cancel", cancel_session, methods=["POST"]),
+    ]
+
+
+def _approval_routes(state: EmulatorState) -> list[BaseRoute]:
+    """``POST /sessions/{id}/approvals``: answer the tool calls a paused (``approval_required``) session waits on."""
+
+    async def approvals(request: Request) -> Response:
+        auth = _session_auth(request)
+        if isinstance(auth, Response):
+            return auth
+        session_id: str = request.path_params["session_id"]
+        context(request).run_id = session_id
+        run = _find(state, session_id, auth[0], SESSION)
+        if run is None:
+            return new_error(404, "Session not found", "not_found_error", "session_not_found")
+        body = await read_json(request)
+        responses = body.get("approval_responses") if isinstance(body, dict) else None
+        if not isinstance(responses, list) or not responses:
+            return new_error(
+                400, "approval_responses must be a non-empty list", "invalid_request_error", "invalid_approvals"
+            )
+        if session_state(run, state.peek(run))[0] != "approval_required":
+            return new_error(409, "Session is not waiting for an approval", "conflict_error", "no_pending_approvals")
+        problem = _approvals_problem(run, responses)
+        if problem is not None:
+            return new_error(400, problem[0], "invalid_request_error", problem[1])
+        _record_approvals(run, responses)
+        return Response(_session_body(run, "processing", None, with_messages=False), media_type="application/json")
+
+    return [Route(f"{PREFIX}/sessions/{{session_id}}/approvals", approvals, methods=["POST"])]
+
+
+def _follow_up_routes(state: EmulatorState) -> list[BaseRoute]:
+    """``POST /sessions/{id}/messages``: a new turn of a finished (or idle) session, under the same id."""
+
+    async def follow_up(request: Request) -> Response:
+        auth = _session_auth(request)
+        if isinstance(auth, Response):
+            return auth
+        session_id: str = request.path_params["session_id"]
+        context(request).run_id = session_id
+        run = _find(state, session_id, auth[0], SESSION)
+        if run is None:
+            return new_error(404, "Session not found", "not_found_error", "session_not_found")
+        body = await read_json(request)
+        text = body.get("input") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            return new_error(400, "input is required", "invalid_request_error", "invalid_input")
+        if not (run.data.get("idle") or _terminal_state(run, state)):
+            return new_error(409, "Session is still running", "conflict_error", "session_busy")
+        try:
+            scenario = start_scenario(state, request, (text,))
+        except ScenarioError as exc:
+            return new_error(400, str(exc), "invalid_request_error", "invalid_scenario")
+        previous: dict[str, Any] = {}
+        if not run.data.get("idle"):
+            previous = json.loads(_session_body(run, session_state(run, state.peek(run))[0], None))["session"]
+        history = previous.get("messages", [])
+        turn = state.new_run(
+            VENDOR,
+            run.owner,
+            scenario,
+            run_id=run.id,
+            data={**run.data, "prompt": strip_directive(text), "idle": False},
+        )
+        turn.data.pop("approval_rounds", None)
+        turn.data.pop("cancelled_via_api", None)
+        turn.created_wall = run.created_wall if run.data.get("idle") else time.time()
+        turn.cache["message"] = text
+        turn.cache["history"] = history
+        return Response(_session_body(turn, "processing", None), status_code=202, media_type="application/json")
+
+    return [Route(f"{PREFIX}/sessions/{{session_id}}/messages", follow_up, methods=["POST"])]
+
+
+def _flow_routes(state: EmulatorState) -> list[BaseRoute]:
+    """Flows (legacy): ``POST /start_pipeline``, ``GET /get_pl_run``, ``POST /kill_pipeline``."""
+
     async def start_pipeline(request: Request) -> Response:
         owner = _legacy_auth(request)
         if isinstance(owner, Response):
@@ -1217,7 +1256,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         user_id, project_id = _identity(source)
         if not (user_id or project_id):
             return error_response(400, IDENTITY_REQUIRED)
-        run = find(run_id, owner, FLOW)
+        run = _find(state, run_id, owner, FLOW)
         if run is None:
             return error_response(404, RUN_NOT_FOUND)
         if not _identity_matches(run, user_id, project_id):
@@ -1254,19 +1293,10 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         state.request_cancel(run, settle_polls=CANCEL_SETTLE_POLLS)
         return json_response({"success": True, "run_id": run.id})
 
-    p = PREFIX
     return [
-        Route(f"{p}/start_agent", start_agent, methods=["POST"]),
-        Route(f"{p}/agent_status/{{interaction_id}}", agent_status, methods=["GET"]),
-        Route(f"{p}/agents/{{agent_id}}/sessions", create_session, methods=["POST"]),
-        Route(f"{p}/agents/{{agent_id}}/sessions", list_sessions, methods=["GET"]),
-        Route(f"{p}/sessions/{{session_id}}", get_session, methods=["GET"]),
-        Route(f"{p}/sessions/{{session_id}}/cancel", cancel_session, methods=["POST"]),
-        Route(f"{p}/sessions/{{session_id}}/approvals", approvals, methods=["POST"]),
-        Route(f"{p}/sessions/{{session_id}}/messages", follow_up, methods=["POST"]),
-        Route(f"{p}/start_pipeline", start_pipeline, methods=["POST"]),
-        Route(f"{p}/get_pl_run", get_pl_run, methods=["GET"]),
-        Route(f"{p}/kill_pipeline", kill_pipeline, methods=["POST"]),
+        Route(f"{PREFIX}/start_pipeline", start_pipeline, methods=["POST"]),
+        Route(f"{PREFIX}/get_pl_run", get_pl_run, methods=["GET"]),
+        Route(f"{PREFIX}/kill_pipeline", kill_pipeline, methods=["POST"]),
     ]
 
 
