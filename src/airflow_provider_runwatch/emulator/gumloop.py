@@ -43,7 +43,6 @@ A session started without ``input`` is an ``idle`` stub (201) that never runs.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -69,6 +68,7 @@ from airflow_provider_runwatch.emulator.common import (
     rate_limit_response,
     read_json,
     retry_after,
+    sleep_for,
     start_scenario,
 )
 from airflow_provider_runwatch.emulator.scenario import ScenarioError, parse_spec, strip_directive
@@ -826,6 +826,28 @@ def _find(state: EmulatorState, run_id: str, owner: str, kind: str) -> EmulatedR
     return run if run is not None and run.data.get("kind") == kind else None
 
 
+def _session_of(state: EmulatorState, request: Request) -> EmulatedRun | Response:
+    """The session a ``/sessions/{session_id}/...`` call acts on, or the answer refusing it (auth, then 404)."""
+    auth = _session_auth(request)
+    if isinstance(auth, Response):
+        return auth
+    session_id: str = request.path_params["session_id"]
+    context(request).run_id = session_id
+    run = _find(state, session_id, auth[0], SESSION)
+    if run is None:
+        return new_error(404, "Session not found", "not_found_error", "session_not_found")
+    return run
+
+
+def _agent_refusal(agent_id: str) -> Response | None:
+    """404 for an agent that does not exist, 403 for someone else's; None for one the key may use."""
+    if agent_id.startswith("missing"):
+        return new_error(404, "Agent not found", "not_found_error", "agent_not_found")
+    if agent_id.startswith("private"):
+        return new_error(403, "This API key cannot use this agent", "permission_error", "agent_access_denied")
+    return None
+
+
 def routes(state: EmulatorState) -> list[BaseRoute]:
     """Gumloop's routes bound to ``state``, one resource after the other (see the module docstring)."""
     state.register_state_reporter(VENDOR, gumloop_state)
@@ -923,8 +945,7 @@ def _interaction_routes(state: EmulatorState) -> list[BaseRoute]:
         if not _identity_matches(run, user_id, project_id):
             return error_response(403, STATUS_FORBIDDEN)
         decision = state.next_poll(run)
-        if decision.delay > 0:
-            await asyncio.sleep(decision.delay)
+        await sleep_for(decision)
         running = _interaction_body(run, run.scenario.unknown_state or "ASYNC_PROCESSING")
         fault = _poll_fault(run, decision, running, new_shape=False)
         if fault is not None:
@@ -959,10 +980,9 @@ def _session_routes(state: EmulatorState) -> list[BaseRoute]:
                 "invalid_request_error",
                 "streaming_not_supported",
             )
-        if agent_id.startswith("missing"):
-            return new_error(404, "Agent not found", "not_found_error", "agent_not_found")
-        if agent_id.startswith("private"):
-            return new_error(403, "This API key cannot use this agent", "permission_error", "agent_access_denied")
+        refused = _agent_refusal(agent_id)
+        if refused is not None:
+            return refused
         text = body.get("input")
         if text is not None and not isinstance(text, str):
             return new_error(400, "input must be a string", "invalid_request_error", "invalid_input")
@@ -1043,8 +1063,7 @@ def _session_routes(state: EmulatorState) -> list[BaseRoute]:
         if run.data.get("idle"):
             return Response(_session_body(run, "idle", None), media_type="application/json")
         decision = state.next_poll(run)
-        if decision.delay > 0:
-            await asyncio.sleep(decision.delay)
+        await sleep_for(decision)
         fault = _poll_fault(run, decision, _session_body(run, "processing", None), new_shape=True)
         if fault is not None:
             return fault
@@ -1052,14 +1071,9 @@ def _session_routes(state: EmulatorState) -> list[BaseRoute]:
         return Response(_session_body(run, current, queue_position), media_type="application/json")
 
     async def cancel_session(request: Request) -> Response:
-        auth = _session_auth(request)
-        if isinstance(auth, Response):
-            return auth
-        session_id: str = request.path_params["session_id"]
-        context(request).run_id = session_id
-        run = _find(state, session_id, auth[0], SESSION)
-        if run is None:
-            return new_error(404, "Session not found", "not_found_error", "session_not_found")
+        run = _session_of(state, request)
+        if isinstance(run, Response):
+            return run
         body = await read_json(request)
         if body is not NotImplemented and not isinstance(body, dict):
             return new_error(400, "Request body must be a JSON object", "invalid_request_error", "invalid_json")
@@ -1075,10 +1089,9 @@ def _session_routes(state: EmulatorState) -> list[BaseRoute]:
             return auth
         owner = auth[0]
         agent_id: str = request.path_params["agent_id"]
-        if agent_id.startswith("missing"):
-            return new_error(404, "Agent not found", "not_found_error", "agent_not_found")
-        if agent_id.startswith("private"):
-            return new_error(403, "This API key cannot use this agent", "permission_error", "agent_access_denied")
+        refused = _agent_refusal(agent_id)
+        if refused is not None:
+            return refused
         materialize_autonomous(state, owner, agent_id)
         q = request.query_params
         raw_size = q.get("page_size")
@@ -1134,14 +1147,9 @@ def _approval_routes(state: EmulatorState) -> list[BaseRoute]:
     """``POST /sessions/{id}/approvals``: answer the tool calls a paused (``approval_required``) session waits on."""
 
     async def approvals(request: Request) -> Response:
-        auth = _session_auth(request)
-        if isinstance(auth, Response):
-            return auth
-        session_id: str = request.path_params["session_id"]
-        context(request).run_id = session_id
-        run = _find(state, session_id, auth[0], SESSION)
-        if run is None:
-            return new_error(404, "Session not found", "not_found_error", "session_not_found")
+        run = _session_of(state, request)
+        if isinstance(run, Response):
+            return run
         body = await read_json(request)
         responses = body.get("approval_responses") if isinstance(body, dict) else None
         if not isinstance(responses, list) or not responses:
@@ -1163,14 +1171,9 @@ def _follow_up_routes(state: EmulatorState) -> list[BaseRoute]:
     """``POST /sessions/{id}/messages``: a new turn of a finished (or idle) session, under the same id."""
 
     async def follow_up(request: Request) -> Response:
-        auth = _session_auth(request)
-        if isinstance(auth, Response):
-            return auth
-        session_id: str = request.path_params["session_id"]
-        context(request).run_id = session_id
-        run = _find(state, session_id, auth[0], SESSION)
-        if run is None:
-            return new_error(404, "Session not found", "not_found_error", "session_not_found")
+        run = _session_of(state, request)
+        if isinstance(run, Response):
+            return run
         body = await read_json(request)
         text = body.get("input") if isinstance(body, dict) else None
         if not isinstance(text, str) or not text.strip():
@@ -1271,8 +1274,7 @@ def _flow_routes(state: EmulatorState) -> list[BaseRoute]:
         if isinstance(run, Response):
             return run
         decision = state.next_poll(run)
-        if decision.delay > 0:
-            await asyncio.sleep(decision.delay)
+        await sleep_for(decision)
         fault = _poll_fault(run, decision, _flow_body(run, "RUNNING"), new_shape=False)
         if fault is not None:
             return fault
