@@ -286,12 +286,13 @@ class AirflowApprovalsMixin:
         context: Context,
         event: Any = None,
         run_id: str | None = None,
+        *args: Any,
         approvals: list[dict[str, Any]] | None = None,
         **resume: Any,
     ) -> Any:
         """Resume with the rounds answered so far; the rest (the operator's ``run_url``) goes to the base."""
         self.resume_rounds(approvals)
-        return super().execute_complete(context, event, run_id, **resume)  # type: ignore[misc]
+        return super().execute_complete(context, event, run_id, *args, **resume)  # type: ignore[misc]
 
     def failure_message(self, event: RunEvent, run_id: str) -> str:
         message: str = super().failure_message(event, run_id)  # type: ignore[misc]
