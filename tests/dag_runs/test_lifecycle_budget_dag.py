@@ -75,7 +75,9 @@ def test_burst_longer_than_the_budget_fails_naming_the_run(
     run_id = result.xcom(task_id, "run_id")
     assert len(start_requests(runwatch_emulator, run_id)) == 1
     assert polls(runwatch_emulator, run_id) == [503, 503], "gave up at the second failure in a row"
-    line = re.search(rf"Stopped watching {kind.what} {re.escape(run_id)}: ([^\n]*)", result.output)
+    line = re.search(
+        rf"Stopped watching {kind.what} {re.escape(run_id)} \(vendor state not seen\): ([^\n]*)", result.output
+    )
     assert line, result.output[-3000:]
     assert line.group(1).startswith("gave up after 2 consecutive failed polls; last: "), line.group(0)
     assert "server error (HTTP 503)" in line.group(1)

@@ -58,7 +58,7 @@ async def test_success_logs_each_progress_change_once(connection: str, capfd: py
     capfd.readouterr()
     event = await first_event(rehydrate(trigger(run_id)))
     assert (event["status"], event["run_id"], event["vendor_state"]) == ("success", run_id, "completed")
-    assert set(event) <= {"status", "vendor", "run_id", "state", "vendor_state", "message", "deadline"}
+    assert set(event) <= {"status", "vendor", "run_id", "state", "vendor_state", "message", "deadline", "gave_up"}
     encoded = json.dumps(event)
     assert SECRET_KEY not in encoded and "Acme" not in encoded, "no secret and no result in the event"
     lines = re.findall(rf"GloriaMundo workflow run {run_id}: (.*?) \[", plain(capfd.readouterr().out))

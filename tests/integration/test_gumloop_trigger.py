@@ -17,7 +17,7 @@ from tests.helpers import first_event, rehydrate
 
 pytestmark = pytest.mark.anyio
 
-EVENT_KEYS = {"status", "vendor", "run_id", "state", "vendor_state", "message", "deadline"}
+EVENT_KEYS = {"status", "vendor", "run_id", "state", "vendor_state", "message", "deadline", "gave_up"}
 
 
 def options(run_id: str, **kw: object) -> dict[str, object]:

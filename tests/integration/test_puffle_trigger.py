@@ -35,7 +35,7 @@ async def test_runs_to_success_with_a_small_event(secret_connections: dict[str, 
     assert event["status"] == "success"
     assert event["run_id"] == run_id
     assert event["vendor_state"] == "completed"
-    assert set(event) <= {"status", "vendor", "run_id", "state", "vendor_state", "message", "deadline"}
+    assert set(event) <= {"status", "vendor", "run_id", "state", "vendor_state", "message", "deadline", "gave_up"}
     encoded = json.dumps(event)
     assert SECRET_KEY not in encoded
     assert "Summarise Acme" not in encoded, "the conversation stays out of trigger events"

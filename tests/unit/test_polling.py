@@ -115,6 +115,7 @@ def test_budget_exhausted_names_the_run_and_the_last_error() -> None:
     assert "4 consecutive" in event.message
     assert "HTTP 502" in event.message
     assert event.run_id == "run_1"
+    assert event.gave_up, "only a spent budget leaves the run's fate unknown"
 
 
 def test_retry_after_is_honoured_over_the_interval() -> None:
@@ -141,6 +142,7 @@ def test_permanent_errors_end_at_once(error: Exception) -> None:
     event, calls = run(clock, poller(clock), [error])
     assert event.status == "error"
     assert calls == 1
+    assert not event.gave_up, "the vendor answered: the failure line must not say the run may still be going"
 
 
 def test_deadline_fires_at_the_absolute_time_not_later() -> None:
@@ -203,3 +205,14 @@ def test_one_decision_from_a_status_to_an_outcome(state: RunState, stop_on_pause
     else:
         assert isinstance(decided, RunEvent)
         assert decided == event_for(seen, expected, "" if expected == "success" else None)
+
+
+def test_a_hint_is_added_once_keeping_the_error_class_and_fields() -> None:
+    from airflow_provider_runwatch.core.errors import with_hint
+
+    error = NotFoundError(vendor="Puffle", endpoint="GET x", status_code=404, detail="Run not found.")
+    hinted = with_hint(error, "It is gone")
+    assert type(hinted) is NotFoundError and hinted.http_status == 404 and hinted.detail == "Run not found."
+    assert str(hinted) == "Puffle GET x: not found (HTTP 404): Run not found. It is gone"
+    assert with_hint(hinted, "Another hint") is hinted, "the first (the vendor's own) explanation wins"
+    assert str(error) == "Puffle GET x: not found (HTTP 404): Run not found.", "the original is left alone"

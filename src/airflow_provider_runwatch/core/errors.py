@@ -37,6 +37,8 @@ class VendorAPIError(RunwatchError):
 
     transient: bool = False
     kind: str = "request failed"
+    #: One sentence on what the user can do, added by the hook that knows the connection (:func:`with_hint`).
+    hint: str = ""
 
     def __init__(
         self,
@@ -63,7 +65,19 @@ class VendorAPIError(RunwatchError):
         text = f"{self.vendor} {self.endpoint}: {self.kind} ({status})"
         if self.detail:
             text += f": {self.detail}"
-        return text
+        return f"{text.rstrip('.')}. {self.hint}" if self.hint else text
+
+
+def with_hint(error: VendorAPIError, hint: str) -> VendorAPIError:
+    """A copy of ``error`` (same class, same fields) whose message ends with ``hint``; an error that already
+    has a hint keeps it (the vendor's own explanation is the more precise one)."""
+    if error.hint or not hint:
+        return error
+    hinted = type(error).__new__(type(error))  # the class's __init__ takes keywords only; copy its fields
+    hinted.__dict__.update(error.__dict__)
+    hinted.hint = hint
+    hinted.args = (hinted.describe(),)
+    return hinted
 
 
 class AuthError(VendorAPIError):

@@ -123,6 +123,9 @@ class RunEvent(BaseModel):
     #: The wait's absolute deadline (epoch seconds), handed back so a task that resumes to ask a human
     #: (Gumloop approvals) can defer again against the same deadline.
     deadline: float | None = None
+    #: ``True`` when the wait ended because the failure budget was spent on transient errors: nobody saw
+    #: the run end, so it may still be going (the one ``error`` after which the failure line says so).
+    gave_up: bool = False
 
     @field_validator("message")
     @classmethod

@@ -124,7 +124,8 @@ class Poller:
         return self._bounded(self.options.poll_interval)
 
     def finish_on_error(self, error: BaseException) -> RunEvent:
-        """The event for an error that ends the wait at once (bad config, auth, 404, a bug)."""
+        """The event for an error that ends the wait at once (bad config, auth, 404, a bug). Its message is the
+        error's own line, with the hint the hook added (what to fix, on which connection)."""
         if isinstance(error, RunwatchError):
             return self._event("error", str(error))
         # A bug or an unexpected library error: end cleanly with its name rather than loop on it.
@@ -136,9 +137,10 @@ class Poller:
         self.failures += 1
         budget = self.options.max_consecutive_failures
         if self.failures >= budget:
-            return self._event(
+            event = self._event(
                 "error", f"gave up after {self.failures} consecutive failed polls; last: {error.describe()}"
             )
+            return event.model_copy(update={"gave_up": True})
         delay = max(self.options.poll_interval, self.retry.delay_for(error, self.failures))
         self.log.warning(
             "%s %s %s: %s; failure %d/%d, next poll in %.1fs",

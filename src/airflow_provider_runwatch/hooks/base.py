@@ -19,10 +19,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, TypeVar
 import httpx
 from airflow.sdk import BaseHook
 
-from airflow_provider_runwatch.core.calls import Call
+from airflow_provider_runwatch.core.calls import ApiRequest, Call
 from airflow_provider_runwatch.core.clients import ApiClient, AsyncApiClient, ClientOptions, limits_from_extras
 from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec, settings_from_connection
-from airflow_provider_runwatch.core.errors import ConfigurationError, NotFoundError, RunwatchError
+from airflow_provider_runwatch.core.errors import (
+    AuthError,
+    ConfigurationError,
+    NotFoundError,
+    RunwatchError,
+    VendorAPIError,
+    with_hint,
+)
 from airflow_provider_runwatch.core.network import register_secrets
 from airflow_provider_runwatch.core.retry import RetryPolicy
 from airflow_provider_runwatch.provider_info import connection_form_widgets, ui_field_behaviour
@@ -107,7 +114,10 @@ class RunwatchHook(BaseHook):
     def call(self, call: Call[T], *, retry: RetryPolicy | None = None, within: float | None = None) -> T:
         """Send ``call`` on the hook's client; ``within``: seconds each attempt may take as a whole (the
         caller's deadline), at most the connection's total limit."""
-        return self.client.call(call, retry=retry, within=within)
+        try:
+            return self.client.call(call, retry=self.retry_for(call, retry), within=within)
+        except VendorAPIError as exc:
+            raise self.explain(exc, call.request) from None
 
     def close(self) -> None:
         if self._client is not None:
@@ -127,7 +137,42 @@ class RunwatchHook(BaseHook):
 
     async def acall(self, call: Call[T], *, retry: RetryPolicy | None = None, within: float | None = None) -> T:
         async with self.async_client() as client:
-            return await client.call(call, retry=retry, within=within)
+            return await self.asend(client, call, retry=retry, within=within)
+
+    async def asend(
+        self, client: AsyncApiClient, call: Call[T], *, retry: RetryPolicy | None = None, within: float | None = None
+    ) -> T:
+        """Send ``call`` on a client the caller holds (a trigger holds one for its life), with the same retry
+        choice and the same error explanation as :meth:`call`, so a deferred task fails with the very words
+        of a blocking one."""
+        try:
+            return await client.call(call, retry=self.retry_for(call, retry), within=within)
+        except VendorAPIError as exc:
+            raise self.explain(exc, call.request) from None
+
+    # -- what every call shares, on both paths --------------------------------------------------------
+    def retry_for(self, call: Call[Any], retry: RetryPolicy | None) -> RetryPolicy | None:
+        """The retry policy ``call`` is sent with (``None``: the client's); vendors refine it per endpoint."""
+        return retry
+
+    def explain(self, error: VendorAPIError, request: ApiRequest) -> VendorAPIError:
+        """``error`` with one sentence on what the user can do: the only place a vendor error gets its hint,
+        for the blocking path, the triggers and the sensors alike. Never quotes a secret: it names the
+        connection and the field to fix, not what is in it."""
+        if isinstance(error, AuthError):
+            return with_hint(error, self.auth_hint())
+        if isinstance(error, NotFoundError):
+            return with_hint(
+                error,
+                f"It is gone, or it is not visible to the API key in connection '{self.conn_id}' "
+                "(another account, team or key): check the id and that the connection holds the key that "
+                "started it",
+            )
+        return error
+
+    def auth_hint(self) -> str:
+        """What to fix after a 401/403; vendors name their other identity fields."""
+        return f"Check the API key in the Password field of connection '{self.conn_id}'"
 
     # -- runs (any adapter) -------------------------------------------------------------------------
     def get_status(self, adapter: RunAdapter, run_id: str) -> RunStatus:

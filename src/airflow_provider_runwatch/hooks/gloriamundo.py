@@ -143,7 +143,8 @@ class GloriaMundoHook(RunwatchHook):
         return budget_for(GLORIAMUNDO.name, settings.base_url, settings.api_key, self.budget_specs(settings))
 
     # -- errors with hints ----------------------------------------------------------------------------
-    def _explain(self, error: VendorAPIError, request: ApiRequest) -> VendorAPIError:
+    def explain(self, error: VendorAPIError, request: ApiRequest) -> VendorAPIError:
+        """GloriaMundo's documented errors, each with what to do (:func:`explain_error`)."""
         workflow_id = None
         run_id = None
         if request.endpoint == gloriamundo.EXECUTE_ENDPOINT:
@@ -156,23 +157,12 @@ class GloriaMundoHook(RunwatchHook):
             with contextlib.suppress(ConfigurationError):
                 spec = self.budget_specs(self._settings)[EXECUTE_BUCKET]
                 pace = spec.limit * 60.0 / spec.window
-        return explain_error(
+        explained = explain_error(
             error, conn_id=self.conn_id, workflow_id=workflow_id, run_id=run_id, executions_per_minute=pace
         )
+        return super().explain(explained, request)  # a status GloriaMundo does not document: the common hint
 
-    def call(self, call: Call[T], *, retry: RetryPolicy | None = None, within: float | None = None) -> T:
-        try:
-            return super().call(call, retry=self._retry_for(call, retry), within=within)
-        except VendorAPIError as exc:
-            raise self._explain(exc, call.request) from None
-
-    async def acall(self, call: Call[T], *, retry: RetryPolicy | None = None, within: float | None = None) -> T:
-        try:
-            return await super().acall(call, retry=self._retry_for(call, retry), within=within)
-        except VendorAPIError as exc:
-            raise self._explain(exc, call.request) from None
-
-    def _retry_for(self, call: Call[Any], retry: RetryPolicy | None) -> RetryPolicy | None:
+    def retry_for(self, call: Call[Any], retry: RetryPolicy | None) -> RetryPolicy | None:
         """The execute call is retried only when GloriaMundo provably did not start the run (connection
         refused, 429 for the rate limit), never on a spend-limit 429, whoever sends it."""
         if call.request.endpoint != gloriamundo.EXECUTE_ENDPOINT or isinstance(retry, ExecuteRetryPolicy):

@@ -56,6 +56,13 @@ class GumloopHook(RunwatchHook):
             options.params["team_id"] = team_id
         return options
 
+    def auth_hint(self) -> str:
+        """Gumloop checks the key with an identity: the user id in Login (personal keys) or ``team_id``."""
+        return (
+            f"Check the API key in the Password field of connection '{self.conn_id}', the Gumloop user id in its "
+            "Login field (personal keys), and its 'team_id' extra (team keys)"
+        )
+
     # Each single-call operation is defined once, as the call it sends; ``twins`` makes the blocking method
     # and its asyncio twin (``start_agent`` and ``astart_agent``, ...).
 

@@ -253,16 +253,24 @@ class RunTaskMixin:
         }
 
     def failure_message(self, event: RunEvent, run_id: str) -> str:
-        """vendor, run id, vendor state, the vendor's error text (cut), and what the user can do."""
-        state = f" (vendor state '{event.vendor_state}')" if event.vendor_state else ""
-        text = f": {shorten(event.message, 500)}" if event.message else ""
+        """vendor, run id, vendor state, the vendor's error text (cut), and what the user can do.
+
+        For an ``error`` the error's own line already says what to do (the hook's hint: the connection and
+        the field to fix after a 401/403, gone or not visible to this key after a 404); only a spent failure
+        budget adds that the run may still be going, since only then nobody knows how it is."""
+        if event.vendor_state:
+            state = f" (vendor state '{event.vendor_state}')"
+        else:
+            state = " (vendor state not seen)" if event.status == "error" else ""
+        text = f": {shorten(event.message, 1000).rstrip('.')}" if event.message else ""
         what = self.what(run_id)
         hints = {
             "failed": f"{what} failed{state}{text}. Check the input and the agent, then retry the task.",
             "cancelled": f"{what} was cancelled{state}{text}. Clear the task to start a new run.",
             "paused": f"{what} is paused{state}{text}. It needs a human decision in {self.vendor_name}.",
             "timeout": f"{what} did not finish before the deadline{text}. Raise `timeout` if it needs longer.",
-            "error": f"Stopped watching {what}{state}{text}. The run itself may still be going.",
+            "error": f"Stopped watching {what}{state}{text}."
+            + (" The run itself may still be going." if event.gave_up else ""),
         }
         return hints.get(event.status, f"{what} ended with {event.status}{state}{text}")
 

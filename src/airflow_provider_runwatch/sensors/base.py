@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_runwatch.core.errors import ConfigurationError, VendorAPIError
+from airflow_provider_runwatch.core.models import RunEvent
 from airflow_provider_runwatch.operators.base import RunTaskMixin, _default_deferrable
 
 if TYPE_CHECKING:
@@ -71,19 +72,30 @@ class RunSensor(RunTaskMixin, BaseSensorOperator):
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
+        from airflow_provider_runwatch.core.polling import Poller, WaitOptions, event_for, outcome_of
+
         try:
             status = self.hook.get_status(self.adapter, self.run_id)
         except VendorAPIError as exc:
-            if not exc.transient:
-                raise
-            self._failures += 1
-            if self._failures >= self.max_consecutive_failures:
-                raise
-            self.log.warning("%s (failure %d/%d)", exc, self._failures, self.max_consecutive_failures)
+            # The same decision and the same failure line as the operators' and the triggers' wait.
+            options = WaitOptions(
+                poll_interval=self.poll_interval, max_consecutive_failures=self.max_consecutive_failures
+            )
+            poller = Poller(
+                vendor=self.vendor_name,
+                run_id=self.run_id,
+                options=options,
+                log=self.log,
+                noun=self.adapter.noun,
+                failures=self._failures,
+            )
+            ended = poller.after_error(exc)
+            self._failures = poller.failures
+            if isinstance(ended, RunEvent):
+                self.finish(context, ended, self.run_id)  # raises the failure line
             return PokeReturnValue(is_done=False)
         self._failures = 0
         self.log.info("%s: %s (vendor state '%s')", self.what(self.run_id), status.state.value, status.vendor_state)
-        from airflow_provider_runwatch.core.polling import event_for, outcome_of
 
         outcome = outcome_of(status)
         if outcome == "success":

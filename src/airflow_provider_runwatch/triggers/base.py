@@ -98,7 +98,10 @@ class RunTrigger(BaseTrigger):
                 call = self.adapter.status_call(client.settings, self.adapter.validate_run_id(self.run_id))
                 # Each poll is one attempt: the Poller owns retries (failure budget and backoff); it ends by the
                 # deadline at the latest, however slowly the answer comes.
-                event = await watch_async(poller, lambda: client.call(call, retry=NO_RETRY, within=poller.time_left()))
+                # The hook sends it, so an error is explained exactly as on the blocking path.
+                event = await watch_async(
+                    poller, lambda: hook.asend(client, call, retry=NO_RETRY, within=poller.time_left())
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the task must hear about it as an event, not a triggerer traceback

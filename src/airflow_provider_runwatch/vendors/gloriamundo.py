@@ -333,10 +333,6 @@ class _Hinted(VendorAPIError):
         self.hint = hint
         super().__init__(**kwargs)
 
-    def describe(self) -> str:
-        text = super().describe()
-        return f"{text.rstrip('.')}. {self.hint}" if self.hint else text
-
 
 class GloriaMundoAuthError(_Hinted, AuthError):
     """401: the key is missing, wrong or revoked."""
@@ -420,7 +416,7 @@ def explain_error(
     ``body`` is the decoded error body (for the spend limit's reset time); by default the one the client
     kept on the error. Anything else is returned unchanged.
     """
-    if isinstance(error, _Hinted):
+    if error.hint:
         return error
     if body is None:
         body = error.body
