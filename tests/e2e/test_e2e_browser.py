@@ -106,6 +106,9 @@ def page(deployment: Deployment, happy_started: dict[str, str]) -> Iterator[Page
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"
     shutil.rmtree(SHOTS, ignore_errors=True)  # this run's pictures only
     profile = deployment.home / "chromium-profile"
+    port_file = profile / "DevToolsActivePort"  # chromium writes its DevTools port here once listening
+    # A module before this one may have run a browser on the same profile: its port file is stale.
+    port_file.unlink(missing_ok=True)
     deployment.spawn(
         "chromium",
         [
@@ -118,7 +121,6 @@ def page(deployment: Deployment, happy_started: dict[str, str]) -> Iterator[Page
         ],
     )
     try:
-        port_file = profile / "DevToolsActivePort"  # chromium writes its DevTools port here once listening
         deadline = time.monotonic() + 60
         while not (port_file.exists() and port_file.read_text().strip()):
             assert deployment.procs["chromium"].poll() is None, deployment.logs("chromium")[-3000:]
