@@ -31,6 +31,7 @@ def test_every_example_dag_ran(deployment: Deployment, happy_runs: dict[str, dic
         "example_gloriamundo_batch",
         "example_gumloop_agent_batch",
         "example_gumloop_list_sessions",
+        "example_gumloop_session_events",
         "example_puffle_chat",
         "example_taskflow_decorators",
     ]
