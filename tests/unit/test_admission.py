@@ -57,3 +57,17 @@ def test_without_retry_after_the_backoff_grows_to_its_ceiling_and_never_reaches_
     lates = [backoff.delay(refusal, 12) for _ in range(200)]
     assert all(2 <= d <= 4 for d in firsts) and max(firsts) > min(firsts)
     assert all(20 <= d <= 40 for d in lates)
+
+
+def test_admitted_starts_leave_a_refused_start_to_the_caller_and_retry_everything_else() -> None:
+    from airflow_provider_runwatch.core.calls import ApiRequest
+    from airflow_provider_runwatch.core.retry import ADMITTED_STARTS, RetryPolicy
+
+    start = ApiRequest("POST", "/api/agent/chat", "POST /api/agent/chat")
+    poll = ApiRequest("GET", "/api/agent/chat/run_1", "GET /api/agent/chat/{runId}")
+    refused = _limited(1)
+    never_sent = TransportError(vendor="Puffle", endpoint="POST /api/agent/chat", reached_server=False)
+    assert RetryPolicy().should_retry(start, refused, 1)
+    assert not ADMITTED_STARTS.should_retry(start, refused, 1)
+    assert ADMITTED_STARTS.should_retry(poll, refused, 1)
+    assert ADMITTED_STARTS.should_retry(start, never_sent, 1)

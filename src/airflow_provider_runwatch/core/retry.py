@@ -28,6 +28,10 @@ class RetryPolicy:
     base_delay: float = 1.0
     max_delay: float = 60.0
     max_retry_after: float = 300.0
+    #: Retry a start (any non-idempotent call) the vendor refused with 429. ``False`` when the caller admits
+    #: such a start itself (:mod:`~airflow_provider_runwatch.core.admission`): the operators wait for capacity
+    #: on the triggerer or start later in the batch, instead of sleeping on the worker here.
+    refused_starts: bool = True
 
     def backoff(self, attempt: int) -> float:
         """Delay before retry number ``attempt`` (1-based)."""
@@ -47,8 +51,10 @@ class RetryPolicy:
             return True
         if isinstance(error, TransportError):
             return not error.reached_server
-        return isinstance(error, RateLimitedError)
+        return self.refused_starts and isinstance(error, RateLimitedError)
 
 
 #: One attempt: the caller (the polling core, a cancel) owns what happens after a failure.
 NO_RETRY = RetryPolicy(max_attempts=1)
+#: The operators' policy: transient failures retried as usual, a refused start left to admission.
+ADMITTED_STARTS = RetryPolicy(refused_starts=False)

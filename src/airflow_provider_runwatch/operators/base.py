@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_runwatch.core.adapter import RunAdapter, RunResult
     from airflow_provider_runwatch.core.models import RunEvent, RunStatus
+    from airflow_provider_runwatch.core.retry import RetryPolicy
     from airflow_provider_runwatch.hooks.base import RunwatchHook
     from airflow_provider_runwatch.triggers.base import RunTrigger
 
@@ -83,6 +84,9 @@ class RunTaskMixin:
     trigger_class_path: ClassVar[str]
     #: Vendor-appropriate default poll interval in seconds.
     default_poll_interval: ClassVar[float] = 5.0
+    #: The hook's retry policy (``None``: the hook's default). An operator that admits refused starts itself
+    #: sets :data:`~airflow_provider_runwatch.core.retry.ADMITTED_STARTS`, so a 429 is not slept on in the client.
+    hook_retry: ClassVar[RetryPolicy | None] = None
 
     conn_id: str | None
     poll_interval: float
@@ -102,7 +106,7 @@ class RunTaskMixin:
     @property
     def hook(self) -> RunwatchHook:
         if getattr(self, "_hook", None) is None:
-            self._hook: RunwatchHook | None = _import(self.hook_class_path)(self.conn_id)
+            self._hook: RunwatchHook | None = _import(self.hook_class_path)(self.conn_id, retry=self.hook_retry)
         assert self._hook is not None
         return self._hook
 
