@@ -8,13 +8,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 _HOME = tempfile.mkdtemp(prefix="runwatch-airflow-home-")
+# Each pytest process (and each xdist worker) makes one; gone when it exits, so runs leave nothing in /tmp.
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 DAGS_FOLDER = Path(__file__).parent / "dag_files"
 os.environ["AIRFLOW_HOME"] = _HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
