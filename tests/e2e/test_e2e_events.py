@@ -71,11 +71,19 @@ def _runs(dep: Deployment) -> list[dict[str, Any]]:
     return list(runs)
 
 
-def _wait(what: str, check: Any, timeout: float) -> None:
+def _emulated_state(emu: Any, session_id: str) -> str:
+    try:
+        return str(emu.run(session_id).get("state"))
+    except KeyError:  # planned, not yet appeared
+        return "not started"
+
+
+def _wait(what: str, check: Any, timeout: float, explain: Any = None) -> None:
+    """Until ``check()``; on timeout, fail with ``what`` and what ``explain()`` says of the state reached."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} after {timeout}s")
+            raise AssertionError(f"{what} after {timeout}s" + (f": {explain()}" if explain else ""))
         time.sleep(1)
 
 
@@ -100,7 +108,19 @@ def test_every_finished_session_starts_exactly_one_dag_run_with_its_id(job_sched
         seen = {sid for run in runs for sid in run["session_ids"]}
         return set(done) <= seen and all(run["state"] in ("success", "failed") for run in runs)
 
-    _wait("not every finished session reached a finished DAG run", all_in, 150)
+    def where_it_stands() -> str:
+        """Which sessions never reached a DAG run, and each run's state: a miss and a slow scheduler differ."""
+        runs = _runs(dep)
+        seen = {sid for run in runs for sid in run["session_ids"]}
+        emulated = {sid: _emulated_state(emu, sid) for sid in done}
+        events = dep.logs("triggerer").count("session events of agent")
+        return (
+            f"missing {sorted(set(done) - seen)} (emulator states {emulated}); DAG runs "
+            f"{[(run['dag_run_id'], run['state'], run['session_ids']) for run in runs]}; "
+            f"{events} watcher lines in the triggerer log; {dep.tail()}"
+        )
+
+    _wait("not every finished session reached a finished DAG run", all_in, 150, where_it_stands)
     time.sleep(6)  # three more polls: nothing fires again
     runs = _runs(dep)
     ids = [sid for run in runs for sid in run["session_ids"]]

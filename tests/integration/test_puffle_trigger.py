@@ -98,10 +98,10 @@ async def test_many_triggers_never_block_the_loop(secret_connections: dict[str, 
 
     A probe coroutine measures how late its 20 ms sleeps wake up. Once all triggers are running, lag p99
     must stay under 100 ms and the worst lag under 250 ms; one blocking call (a sync HTTP request, a
-    sync connection lookup) would show as a lag of its whole duration. The start-up burst (200 triggers
+    sync connection lookup) would show as a lag of its whole duration, in a sample that was not preempted. The start-up burst (200 triggers
     created in one instant) is left out. The heap is frozen first: with Airflow and pytest loaded, a full
     (gen-2) garbage collection alone pauses the loop 120-160 ms on this machine, which says nothing about
-    the triggers' code. The worst-lag bound skips samples during which the OS preempted the loop's thread
+    the triggers' code. Both bounds skip samples during which the OS preempted the loop's thread
     (other test workers on a 2-core machine stole its CPU: 300+ ms seen); a blocking call in the loop gives
     up the CPU voluntarily, so it is still caught, and p99 covers every sample.
     """
@@ -128,8 +128,11 @@ async def test_many_triggers_never_block_the_loop(secret_connections: dict[str, 
     finally:
         gc.unfreeze()
     assert [e["status"] for e in events] == ["success"] * 200
-    lags.sort()
-    p99 = lags[int(len(lags) * 0.99) - 1]
-    assert p99 < 0.1, f"event-loop lag p99 {p99 * 1000:.0f} ms"
-    worst = max(unpreempted, default=0.0)
+    # Both bounds over the samples the OS did not preempt: under a loaded machine (CI's other stages, xdist
+    # workers) preemption alone makes p99 of all samples exceed 100 ms, while a blocking call still shows.
+    assert len(unpreempted) >= 20, f"only {len(unpreempted)}/{len(lags)} samples ran unpreempted"
+    unpreempted.sort()
+    p99 = unpreempted[int(len(unpreempted) * 0.99) - 1]
+    assert p99 < 0.1, f"event-loop lag p99 {p99 * 1000:.0f} ms ({len(unpreempted)}/{len(lags)} samples)"
+    worst = unpreempted[-1]
     assert worst < 0.25, f"worst event-loop lag {worst * 1000:.0f} ms ({len(unpreempted)}/{len(lags)} samples)"
