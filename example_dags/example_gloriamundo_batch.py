@@ -54,4 +54,4 @@ with DAG(
         print(f"GloriaMundo batch: {len(runs)} runs cost {total['total_cost_usd']} ({cents} cents)")
         return total
 
-    total_cost(refreshed.output["run"])
+    total_cost(refreshed.output["run"])  # type: ignore[index]  # .output is typed as the XComArg base; a plain one takes a key

@@ -6,6 +6,8 @@ the operator's return value; ``messages`` and ``run`` are pushed as separate XCo
 
 from __future__ import annotations
 
+from typing import Any
+
 import pendulum
 from airflow.sdk import DAG, task
 
@@ -36,10 +38,10 @@ with DAG(
     )
 
     @task
-    def publish(answer: str, run: dict) -> str:
+    def publish(answer: str, run: dict[str, Any]) -> str:
         """Stand-in for posting the answer somewhere; returns what it would post."""
         tools = ", ".join(run.get("tool_calls", [])) or "no tools"
         return f"{answer[:200]} (run {run['run_id']}, {tools})"
 
-    published = publish(briefing.output, briefing.output["run"])
+    published = publish(briefing.output, briefing.output["run"])  # type: ignore[arg-type,index]  # TaskFlow: XComArgs stand for values; .output["run"] is a plain XComArg
     briefing >> wait_again

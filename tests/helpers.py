@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
@@ -19,6 +19,8 @@ from airflow_provider_runwatch.core.retry import NO_RETRY as NO_RETRY  # one pla
 from airflow_provider_runwatch.core.retry import RetryPolicy
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
+
     from airflow_provider_runwatch.emulator.server import EmulatorServer
     from airflow_provider_runwatch.triggers.base import RunTrigger
     from tests.conftest import DagResult
@@ -35,12 +37,15 @@ def rehydrate(trigger: Any) -> Any:
 
     try:
         from airflow.serialization.decoders import smart_decode_trigger_kwargs
-    except ImportError:  # Airflow < 3.2
-        from airflow.serialization.serialized_objects import smart_decode_trigger_kwargs
+    except ImportError:  # Airflow < 3.2 (mypy checks against the newest Airflow, where the old home is gone)
+        from airflow.serialization.serialized_objects import (  # type: ignore[attr-defined,no-redef,unused-ignore]
+            smart_decode_trigger_kwargs,
+        )
 
     classpath, kwargs = trigger.serialize()
     decrypted = Trigger._decrypt_kwargs(Trigger.encrypt_kwargs(kwargs))
-    decoded = {key: smart_decode_trigger_kwargs(value) for key, value in decrypted.items()}
+    decode: Callable[[Any], Any] = smart_decode_trigger_kwargs  # Airflow leaves it unannotated
+    decoded = {key: decode(value) for key, value in decrypted.items()}
     module, _, name = classpath.rpartition(".")
     return getattr(importlib.import_module(module), name)(**decoded)
 
@@ -54,6 +59,13 @@ async def first_event(trigger: Any) -> dict[str, Any]:
         await events.aclose()
     payload: dict[str, Any] = event.payload
     return payload
+
+
+def task_context(**fields: object) -> Context:
+    """A task context holding only ``fields`` (a fake ``ti``, a ``task_state_store``...): what an operator's own
+    logic reads, without a metadata database. The fakes implement only what the code under test calls, so this one
+    cast is where a partial dict stands in for Airflow's ``Context``."""
+    return cast("Context", fields)
 
 
 # -- the five run kinds, for tests that say the same thing about each of them ----------------------------------

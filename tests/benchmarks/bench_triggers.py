@@ -596,8 +596,8 @@ async def complete_runs(
     await asyncio.wait(tasks, timeout=3 * spec["interval"] + 10)  # each trigger's task ends with its event
     latencies = [ours.events[r][0] - flips[r] for r in order if r in ours.events]
     statuses: dict[str, int] = {}
-    for _, status in ours.events.values():
-        statuses[status] = statuses.get(status, 0) + 1
+    for _, event_status in ours.events.values():
+        statuses[event_status] = statuses.get(event_status, 0) + 1
     assert control.transport is not None
     control.transport.close()
     return {

@@ -91,4 +91,4 @@ with DAG("runwatch_test_gloriamundo", schedule=None, start_date=pendulum.datetim
 
     deferred >> sensor
     blocking >> sensor_poke
-    total(fanout.output["run"])
+    total(fanout.output["run"])  # type: ignore[index]  # .output is typed as the XComArg base; a plain one takes a key

@@ -5,6 +5,7 @@ session listing. Scenarios ride in the messages/inputs."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TypedDict
 
 import pendulum
 from airflow.sdk import DAG
@@ -17,7 +18,14 @@ from airflow_provider_runwatch.operators.gumloop import (
 )
 from airflow_provider_runwatch.sensors.gumloop import GumloopAgentSensor, GumloopFlowSensor, GumloopSessionSensor
 
-FAST = {"poll_interval": 1}  # the fastest Gumloop allows
+
+class Polling(TypedDict):
+    """The options every task of this DAG spreads in (typed, so each lands on its own argument)."""
+
+    poll_interval: float
+
+
+FAST: Polling = {"poll_interval": 1}  # the fastest Gumloop allows
 
 with DAG("runwatch_test_gumloop", schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False) as dag:
     # -- agent interactions ---------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@ messages), for the OpenLineage test (tests/dag/test_openlineage_dag.py)."""
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import pendulum
 from airflow.sdk import DAG, task
 
@@ -10,7 +12,16 @@ from airflow_provider_runwatch.operators.gloriamundo import GloriaMundoWorkflowO
 from airflow_provider_runwatch.operators.gumloop import GumloopFlowOperator
 from airflow_provider_runwatch.operators.puffle import PuffleAgentChatOperator
 
-FAST = {"poll_interval": 1, "deferrable": True, "timeout": 120}
+
+class Waiting(TypedDict):
+    """The options every task of this DAG spreads in (typed, so each lands on its own argument)."""
+
+    poll_interval: float
+    deferrable: bool
+    timeout: float
+
+
+FAST: Waiting = {"poll_interval": 1, "deferrable": True, "timeout": 120}
 
 with DAG(
     dag_id="runwatch_test_lineage",

@@ -20,7 +20,9 @@ DAG_ID = "runwatch_test_lineage"
 
 
 @pytest.fixture(scope="module")
-def lineage(dag_runner: Callable[..., DagResult], tmp_path_factory: pytest.TempPathFactory) -> tuple[DagResult, list]:
+def lineage(
+    dag_runner: Callable[..., DagResult], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[DagResult, list[dict[str, Any]]]:
     events_file = tmp_path_factory.mktemp("openlineage") / "events.jsonl"
     transport = {"type": "file", "log_file_path": str(events_file), "append": True}
     result = dag_runner(
@@ -43,16 +45,19 @@ def _facets(events: list[dict[str, Any]], task_id: str, event_type: str) -> dict
         if e.get("eventType") == event_type and e.get("job", {}).get("name") == f"{DAG_ID}.{task_id}"
     ]
     assert len(found) == 1, (task_id, event_type, [(e.get("eventType"), e.get("job")) for e in events])
-    return found[0]
+    facets: dict[str, Any] = found[0]
+    return facets
 
 
-def test_dag_ran(lineage: tuple[DagResult, list]) -> None:
+def test_dag_ran(lineage: tuple[DagResult, list[dict[str, Any]]]) -> None:
     result, events = lineage
     assert result.states == {"workflow": "success", "flow": "success", "session": "success", "chat_failed": "failed"}
     assert events, result.output[-3000:]
 
 
-def test_completed_runs_report_their_facet(lineage: tuple[DagResult, list], runwatch_emulator: EmulatorServer) -> None:
+def test_completed_runs_report_their_facet(
+    lineage: tuple[DagResult, list[dict[str, Any]]], runwatch_emulator: EmulatorServer
+) -> None:
     result, events = lineage
     workflow = _facets(events, "workflow", "COMPLETE")["runwatch"]
     run_id = result.xcom("workflow", "run_id")
@@ -74,7 +79,7 @@ def test_completed_runs_report_their_facet(lineage: tuple[DagResult, list], runw
     )
 
 
-def test_a_failed_run_reports_state_and_error(lineage: tuple[DagResult, list]) -> None:
+def test_a_failed_run_reports_state_and_error(lineage: tuple[DagResult, list[dict[str, Any]]]) -> None:
     result, events = lineage
     chat = _facets(events, "chat_failed", "FAIL")["runwatch"]
     assert chat["vendor"] == "Puffle" and chat["runId"] == result.xcom("chat_failed", "run_id")
@@ -82,6 +87,6 @@ def test_a_failed_run_reports_state_and_error(lineage: tuple[DagResult, list]) -
     assert "tool exploded" in chat["error"]
 
 
-def test_no_secret_in_any_event(lineage: tuple[DagResult, list]) -> None:
+def test_no_secret_in_any_event(lineage: tuple[DagResult, list[dict[str, Any]]]) -> None:
     _, events = lineage
     assert SECRET_KEY not in json.dumps(events)

@@ -11,6 +11,7 @@ succeeds with its own run's answer on try 2.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,9 @@ DAG_ID = "dist_worker_loss"
 TASKS = {f"lost__{k}": k for k in SUBJECTS}
 
 
-def _wait_until(what: str, check: object, timeout: float) -> None:
+def _wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         assert time.monotonic() < deadline, f"not after {timeout}s: {what}"
         time.sleep(0.5)
 

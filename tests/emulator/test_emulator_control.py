@@ -9,9 +9,9 @@ import pytest
 
 if TYPE_CHECKING:
     import httpx
+    from tests.emulator.conftest import PuffleClient
 
     from airflow_provider_runwatch.emulator.server import EmulatorServer
-    from conftest import PuffleClient
 
 OTHER_KEY = "pk_live_emulator_test_other_key_9876543210"
 

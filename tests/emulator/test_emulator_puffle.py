@@ -15,9 +15,9 @@ from airflow_provider_runwatch.emulator.scenario import DEFAULT_ERROR
 
 if TYPE_CHECKING:
     import httpx
+    from tests.emulator.conftest import PuffleClient
 
     from airflow_provider_runwatch.emulator.server import EmulatorServer
-    from conftest import PuffleClient
 
 RUN_ID = re.compile(r"^run_[0-9a-f]{24}$")
 

@@ -23,7 +23,7 @@ from airflow_provider_runwatch.sensors.gloriamundo import GloriaMundoRunSensor
 from airflow_provider_runwatch.sensors.gumloop import GumloopAgentSensor, GumloopFlowSensor, GumloopSessionSensor
 from airflow_provider_runwatch.sensors.puffle import PuffleChatRunSensor
 from tests.conftest import SECRET_KEY
-from tests.helpers import KINDS, RunKind, first_event
+from tests.helpers import KINDS, RunKind, first_event, task_context
 
 pytestmark = pytest.mark.anyio
 
@@ -112,7 +112,8 @@ async def test_each_documented_error_fails_with_one_line_on_every_path(
     conn_id = _connection(monkeypatch, runwatch_emulator, kind, key)
     sensor = SENSORS[kind.name](task_id=f"refused_{kind.name}", run_id=run_id, conn_id=conn_id, poke_interval=1)
     sensor.poll_interval = 0.05  # below Gumloop's advised minimum, only to keep the test short
-    ctx: dict[str, Any] = {"ti": FakeTI()}
+    ti = FakeTI()
+    ctx = task_context(ti=ti)
 
     event = await first_event(sensor.make_trigger(run_id, None))
     deferred = _line(lambda: sensor.execute_complete(ctx, event, run_id))
@@ -125,4 +126,4 @@ async def test_each_documented_error_fails_with_one_line_on_every_path(
     assert says.format(conn_id=conn_id) in deferred
     assert "may still be going" not in deferred
     assert SECRET_KEY not in deferred and SECRET_KEY not in json.dumps(event)
-    assert ctx["ti"].xcoms["run"]["error"] == event["message"], "the run XCom names the same cause"
+    assert ti.xcoms["run"]["error"] == event["message"], "the run XCom names the same cause"

@@ -172,7 +172,7 @@ async def test_naive_per_run_polling_gets_many_429s(monkeypatch: pytest.MonkeyPa
     async with httpx.AsyncClient(
         base_url=emulator.gloriamundo_url + "/", headers={"Authorization": f"Bearer {plain_key}"}, trust_env=False
     ) as http:
-        tasks = [
+        tasks: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(
                 first_event(
                     NaiveTrigger(conn_id="gm_naive", run_id=r, poll_interval=interval, max_consecutive_failures=100)

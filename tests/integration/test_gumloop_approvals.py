@@ -9,7 +9,7 @@ import asyncio
 import json
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -30,7 +30,10 @@ from airflow_provider_runwatch.sensors.gumloop import GumloopSessionSensor
 from airflow_provider_runwatch.triggers.gumloop import GumloopSessionTrigger
 from airflow_provider_runwatch.triggers.gumloop_approvals import GumloopApprovalTrigger
 from tests.conftest import SECRET_KEY
-from tests.integration.test_gumloop_operators import FakeStore, context
+from tests.integration.test_gumloop_operators import FakeStore, context, resume_kwargs, ti_of
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 
 class FakeSupervisor:
@@ -56,10 +59,10 @@ def supervisor(monkeypatch: pytest.MonkeyPatch) -> FakeSupervisor:
     return fake
 
 
-def hitl_context(run_id: str, store: FakeStore | None = None) -> dict[str, Any]:
-    ctx = context(run_id, store)
-    ctx["task_instance"] = type("TI", (), {"id": uuid.UUID("0190e0a0-0000-7000-8000-000000000001")})()
-    return ctx
+def hitl_context(run_id: str, store: FakeStore | None = None) -> Context:
+    return context(
+        run_id, store, task_instance=type("TI", (), {"id": uuid.UUID("0190e0a0-0000-7000-8000-000000000001")})()
+    )
 
 
 def answered(option: str, user: dict[str, str] | None = None) -> dict[str, Any]:
@@ -107,12 +110,13 @@ def test_rounds_are_asked_in_airflow_and_answered_in_gumloop(
     )
     with pytest.raises(TaskDeferred) as started:
         op.execute(ctx)
-    run_id = started.value.kwargs["run_id"]
+    run_id = resume_kwargs(started.value)["run_id"]
 
     # Round 1: the pause becomes a request in Airflow, and the task waits for it on the triggerer.
     with pytest.raises(TaskDeferred) as asked:
         op.execute_complete(ctx, wait_on(op, started.value), run_id)
     request = supervisor.requests[-1]
+    assert request.body is not None and request.assigned_users is not None
     assert (request.options, request.defaults, request.multiple) == (["Accept", "Reject"], ["Reject"], False)
     assert request.subject == "Gumloop agent asks to run send_email"
     assert "**send_email**" in request.body and '"to": "owner@example.com"' in request.body
@@ -122,14 +126,14 @@ def test_rounds_are_asked_in_airflow_and_answered_in_gumloop(
     assert isinstance(trigger, GumloopApprovalTrigger) and asked.value.method_name == "approval_complete"
     assert trigger.timeout_datetime is not None and trigger.defaults == ["Reject"]
     assert SECRET_KEY not in json.dumps(trigger.serialize()[1], default=str)
-    pending = ctx["ti"].xcoms["pending_approvals"]
+    pending = ti_of(ctx).xcoms["pending_approvals"]
 
     # The human accepts: Gumloop gets exactly that, and the task waits on the session again.
     with pytest.raises(TaskDeferred) as resumed:
-        op.approval_complete(ctx, answered("Accept", {"id": "alice", "name": "alice"}), **asked.value.kwargs)
+        op.approval_complete(ctx, answered("Accept", {"id": "alice", "name": "alice"}), **resume_kwargs(asked.value))
     posts = runwatch_emulator.requests(method="POST", path_prefix=f"/api/v1/sessions/{run_id}/approvals")
     assert [p["status"] for p in posts] == [200]
-    first = ctx["ti"].xcoms["approvals"][0]
+    first = ti_of(ctx).xcoms["approvals"][0]
     assert first["answer"] == [
         {"action_request_id": pending[0]["action_request_id"], "tool": "send_email", "action": "accept"}
     ]
@@ -139,22 +143,22 @@ def test_rounds_are_asked_in_airflow_and_answered_in_gumloop(
     # Round 2 in a new process (a resumed task is a fresh operator): the rounds come with the deferral.
     again = session_op("Acme")
     with pytest.raises(TaskDeferred) as asked2:
-        again.execute_complete(ctx, wait_on(again, resumed.value), **resumed.value.kwargs)
+        again.execute_complete(ctx, wait_on(again, resumed.value), **resume_kwargs(resumed.value))
     assert supervisor.requests[-1].subject == "Gumloop agent asks to run update_crm, post_slack"
-    assert "(round 2)" in supervisor.requests[-1].body
+    assert "(round 2)" in (supervisor.requests[-1].body or "")
     # Nobody answers: the trigger's timeout takes the default (reject) for both calls.
     with pytest.raises(TaskDeferred) as resumed2:
-        again.approval_complete(ctx, answered("Reject"), **asked2.value.kwargs)
-    rounds = ctx["ti"].xcoms["approvals"]
+        again.approval_complete(ctx, answered("Reject"), **resume_kwargs(asked2.value))
+    rounds = ti_of(ctx).xcoms["approvals"]
     assert [r["round"] for r in rounds] == [1, 2] and rounds[1]["timed_out"] and rounds[1]["answered_by"] is None
     assert [a["action"] for a in rounds[1]["answer"]] == ["reject", "reject"]
     assert store["runwatch_gumloop_approval_rounds"] == rounds
 
     # The session goes on without the rejected tools and completes.
     last = session_op("Acme")
-    answer = last.execute_complete(ctx, wait_on(last, resumed2.value), **resumed2.value.kwargs)
+    answer = last.execute_complete(ctx, wait_on(last, resumed2.value), **resume_kwargs(resumed2.value))
     assert answer.startswith("Understood: I did not run update_crm, post_slack")
-    assert SECRET_KEY not in json.dumps(ctx["ti"].xcoms, default=str)
+    assert SECRET_KEY not in json.dumps(ti_of(ctx).xcoms, default=str)
 
 
 def test_a_rejection_that_fails_the_session_names_the_tool_call(
@@ -164,14 +168,14 @@ def test_a_rejection_that_fails_the_session_names_the_tool_call(
     op = session_op("Pay [emulator: polls=0 approvals=wire_money on_reject=fail]")
     with pytest.raises(TaskDeferred) as started:
         op.execute(ctx)
-    run_id = started.value.kwargs["run_id"]
+    run_id = resume_kwargs(started.value)["run_id"]
     with pytest.raises(TaskDeferred) as asked:
         op.execute_complete(ctx, wait_on(op, started.value), run_id)
-    action_id = ctx["ti"].xcoms["pending_approvals"][0]["action_request_id"]
+    action_id = ti_of(ctx).xcoms["pending_approvals"][0]["action_request_id"]
     with pytest.raises(TaskDeferred) as resumed:
-        op.approval_complete(ctx, answered("Reject", {"id": "carol", "name": "Carol"}), **asked.value.kwargs)
+        op.approval_complete(ctx, answered("Reject", {"id": "carol", "name": "Carol"}), **resume_kwargs(asked.value))
     with pytest.raises(RunFailedError) as failed:
-        session_op("Pay").execute_complete(ctx, wait_on(op, resumed.value), **resumed.value.kwargs)
+        session_op("Pay").execute_complete(ctx, wait_on(op, resumed.value), **resume_kwargs(resumed.value))
     message = str(failed.value)
     assert f"Gumloop session {run_id} failed after the tool call wire_money ({action_id}) was rejected" in message
     assert "was rejected; the agent cannot go on" in message  # Gumloop's own error text follows
@@ -185,7 +189,7 @@ def test_a_retry_while_the_request_is_open_reattaches_and_asks_again_idempotentl
     op = session_op("Acme [emulator: polls=0 approvals=send_email]")
     with pytest.raises(TaskDeferred) as started:
         op.execute(ctx)
-    run_id = started.value.kwargs["run_id"]
+    run_id = resume_kwargs(started.value)["run_id"]
     with pytest.raises(TaskDeferred):
         op.execute_complete(ctx, wait_on(op, started.value), run_id)
     # The try dies while the request is open; the retry runs execute again on the same task instance.
@@ -193,7 +197,7 @@ def test_a_retry_while_the_request_is_open_reattaches_and_asks_again_idempotentl
     retry = session_op("Acme [emulator: polls=0 approvals=send_email]")
     with pytest.raises(TaskDeferred) as asked:
         retry.execute(retry_ctx)  # reattaches, sees the pause, and asks at once (no deferral on the session)
-    assert asked.value.kwargs["run_id"] == run_id and asked.value.method_name == "approval_complete"
+    assert resume_kwargs(asked.value)["run_id"] == run_id and asked.value.method_name == "approval_complete"
     starts = runwatch_emulator.requests(method="POST", path_prefix="/api/v1/agents/agent_ops/sessions", run_id=run_id)
     assert [s["status"] for s in starts] == [202], "no second session: the retry reattached via task_state_store"
     # The same request, for the same task instance (Airflow keeps one per task instance and returns it).
@@ -209,7 +213,12 @@ def test_the_approval_trigger_cancels_the_session_only_when_the_task_ends_unansw
     hook = GumloopHook()
     kept = hook.create_session("agent_ops", "x [emulator: polls=never]").session.id
     dropped = hook.create_session("agent_ops", "y [emulator: polls=never]").session.id
-    common = {"ti_id": uuid.uuid4(), "options": ["Accept", "Reject"], "defaults": ["Reject"], "params": {}}
+    common: dict[str, Any] = {
+        "ti_id": uuid.uuid4(),
+        "options": ["Accept", "Reject"],
+        "defaults": ["Reject"],
+        "params": {},
+    }
     answered_trigger = GumloopApprovalTrigger(
         conn_id="gumloop_default", session_id=kept, timeout_datetime=None, **common
     )
@@ -240,9 +249,11 @@ def test_the_sensor_asks_in_airflow_too(secret_connections: dict[str, str], supe
         sensor.execute(ctx)  # poke mode: the first poke sees the pause
     assert isinstance(asked.value.trigger, GumloopApprovalTrigger) and supervisor.requests[-1].defaults == ["Accept"]
     with pytest.raises(TaskDeferred) as resumed:
-        sensor.approval_complete(ctx, answered("Accept"), **asked.value.kwargs)
-    assert ctx["ti"].xcoms["approvals"][0]["answer"][0]["action"] == "accept"
-    assert sensor.execute_complete(ctx, wait_on(sensor, resumed.value), **resumed.value.kwargs).startswith("Summary")
+        sensor.approval_complete(ctx, answered("Accept"), **resume_kwargs(asked.value))
+    assert ti_of(ctx).xcoms["approvals"][0]["answer"][0]["action"] == "accept"
+    assert sensor.execute_complete(ctx, wait_on(sensor, resumed.value), **resume_kwargs(resumed.value)).startswith(
+        "Summary"
+    )
 
 
 def test_bad_approval_options_are_refused_at_parse_time() -> None:

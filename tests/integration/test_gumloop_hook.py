@@ -20,6 +20,7 @@ from airflow_provider_runwatch.core.http import ApiRequest
 from airflow_provider_runwatch.core.models import RunState
 from airflow_provider_runwatch.emulator.server import EmulatorServer
 from airflow_provider_runwatch.hooks.gumloop import GumloopHook
+from airflow_provider_runwatch.vendors.gumloop import GumloopSession
 from tests.conftest import SECRET_KEY
 from tests.helpers import FAST, NO_RETRY
 
@@ -61,6 +62,7 @@ def test_interaction_start_poll_result_and_continue(
     result = hook.get_result(hook.interactions, started.interaction_id)
     assert result.status.state is RunState.SUCCEEDED
     assert result.answer.startswith("Summary for 'Summarise Acme'")
+    assert result.messages is not None
     assert [m["role"] for m in result.messages] == ["user", "assistant"]
     assert result.summary.tool_calls == ["web_search"]
     assert isinstance(result.summary.created_at, datetime) and result.summary.created_at.tzinfo is timezone.utc
@@ -179,6 +181,7 @@ def test_session_life_cycle(secret_connections: dict[str, str], runwatch_emulato
     result = hook.get_result(hook.sessions, envelope.session.id)
     assert result.status.state is RunState.SUCCEEDED
     assert result.answer.startswith("Summary for 'Review Acme'")
+    assert result.messages is not None
     assistant = result.messages[-1]
     assert assistant["content"] is None and any(p["type"] == "tool_invocation" for p in assistant["parts"])
     assert any(p["type"] == "step-start" for p in assistant["parts"]), "unknown part types are passed through"
@@ -280,10 +283,10 @@ def test_listing_pages_with_filters(secret_connections: dict[str, str], runwatch
     assert all(
         p["query"]["state"] == "completed" and set(p["query"]) <= {"page_size", "state", "cursor"} for p in pages
     )
-    created = [s.created_at for s in completed]
+    created = [created_at(s) for s in completed]
     assert created == sorted(created, reverse=True), "newest first"
     oldest = list(hook.iter_sessions("agent_listing", page_size=10, sort_order="oldest"))
-    assert len(oldest) == gumloop_seeded() and oldest[0].created_at == min(s.created_at for s in oldest)  # type: ignore[type-var]
+    assert len(oldest) == gumloop_seeded() and oldest[0].created_at == min(created_at(s) for s in oldest)
     alice = list(hook.iter_sessions("agent_listing", creator_user_id="usr_alice", type="api"))
     assert alice and all(s.creator and s.creator["user_id"] == "usr_alice" and s.type == "api" for s in alice)
     slack = list(hook.iter_sessions("agent_listing", trigger_id="trg_slack_1"))
@@ -294,6 +297,12 @@ def test_listing_pages_with_filters(secret_connections: dict[str, str], runwatch
     assert len(list(hook.iter_sessions("agent_listing", page_size=4, max_sessions=9))) == 9
     with pytest.raises(ClientError, match="invalid_cursor"):
         hook.list_sessions("agent_listing", cursor="bogus")
+
+
+def created_at(session: GumloopSession) -> datetime:
+    """When a listed session was created (the emulator gives every session a creation time)."""
+    assert session.created_at is not None
+    return session.created_at
 
 
 def gumloop_seeded() -> int:

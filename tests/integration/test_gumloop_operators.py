@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -30,6 +30,10 @@ from airflow_provider_runwatch.operators.gumloop import (
 from airflow_provider_runwatch.triggers.gumloop import GumloopAgentTrigger
 from airflow_provider_runwatch.vendors.gumloop import derive_session_id
 from tests.conftest import SECRET_KEY
+from tests.helpers import task_context
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 
 class FakeTI:
@@ -56,18 +60,31 @@ class FakeStore(dict[str, Any]):
         self.pop(key, None)
 
 
-def context(run_id: str, store: FakeStore | None = None, map_index: int = -1) -> dict[str, Any]:
-    ctx: dict[str, Any] = {"ti": FakeTI(run_id, map_index)}
+def context(run_id: str, store: FakeStore | None = None, map_index: int = -1, **more: object) -> Context:
+    fields: dict[str, object] = {"ti": FakeTI(run_id, map_index), **more}
     if store is not None:
-        ctx["task_state_store"] = store
-    return ctx
+        fields["task_state_store"] = store
+    return task_context(**fields)
 
 
-def deferred_run_id(op: Any, ctx: dict[str, Any]) -> str:
+def ti_of(ctx: Context) -> FakeTI:
+    """The fake task instance ``context()`` put in ``ctx`` (where Airflow's type is the real one)."""
+    ti = ctx["ti"]
+    assert isinstance(ti, FakeTI)
+    return ti
+
+
+def resume_kwargs(deferred: TaskDeferred) -> dict[str, Any]:
+    """The keyword arguments a deferral resumes its method with (every deferral here passes some)."""
+    assert deferred.kwargs is not None
+    return deferred.kwargs
+
+
+def deferred_run_id(op: Any, ctx: Context) -> str:
     with pytest.raises(TaskDeferred) as info:
         op.execute(ctx)
-    run_id: str = info.value.kwargs["run_id"]
-    assert ctx["ti"].xcoms["run_id"] == run_id
+    run_id: str = resume_kwargs(info.value)["run_id"]
+    assert ti_of(ctx).xcoms["run_id"] == run_id
     return run_id
 
 
@@ -143,8 +160,8 @@ def test_approval_required_fails_by_default_with_the_approvals_summarized(secret
     message = str(info.value)
     assert f"Gumloop session {run_id} is waiting for a human approval" in message
     assert "1 pending approval: send_email (act_" in message
-    assert ctx["ti"].xcoms["pending_approvals"][0]["tool_name"] == "send_email"
-    assert ctx["ti"].xcoms["run"]["outcome"] == "paused"
+    assert ti_of(ctx).xcoms["pending_approvals"][0]["tool_name"] == "send_email"
+    assert ti_of(ctx).xcoms["run"]["outcome"] == "paused"
 
 
 def test_approval_required_succeed_hands_on_the_text_so_far(secret_connections: dict[str, str]) -> None:
@@ -153,7 +170,7 @@ def test_approval_required_succeed_hands_on_the_text_so_far(secret_connections: 
     run_id = deferred_run_id(op, ctx)
     answer = op.execute_complete(ctx, paused_event(run_id), run_id)
     assert answer == "I drafted the summary email and need your approval to send it."
-    xcoms = ctx["ti"].xcoms
+    xcoms = ti_of(ctx).xcoms
     assert xcoms["pending_approvals"][0]["action_request_id"].startswith("act_")
     assert xcoms["run"]["state"] == "paused" and xcoms["messages"][-1]["role"] == "assistant"
     assert SECRET_KEY not in json.dumps(xcoms)
@@ -163,7 +180,7 @@ def test_wait_mode_defers_without_stopping_on_pause(secret_connections: dict[str
     with pytest.raises(TaskDeferred) as info:
         session_op("x [emulator: polls=never]", on_approval_required="wait").execute(context("manual__wait"))
     assert info.value.trigger.stop_on_paused is False
-    GumloopHook().cancel_session(info.value.kwargs["run_id"])
+    GumloopHook().cancel_session(resume_kwargs(info.value)["run_id"])
 
 
 def test_agent_operator_defers_with_its_identity_override(secret_connections: dict[str, str]) -> None:
@@ -174,7 +191,7 @@ def test_agent_operator_defers_with_its_identity_override(secret_connections: di
         op.execute(context("manual__agent"))
     trigger = info.value.trigger
     assert isinstance(trigger, GumloopAgentTrigger) and trigger.serialize()[1]["user_id"] == "usr_9"
-    assert op.adapter.validate_run_id(info.value.kwargs["run_id"])
+    assert op.adapter.validate_run_id(resume_kwargs(info.value)["run_id"])
 
 
 def test_flow_operator_pushes_run_url_before_waiting_and_again_on_a_reattaching_retry(
@@ -187,11 +204,11 @@ def test_flow_operator_pushes_run_url_before_waiting_and_again_on_a_reattaching_
     )
     run_id = deferred_run_id(op, ctx)
     url = f"https://www.gumloop.com/pipeline?run_id={run_id}&workbook_id=flow_ops"
-    assert ctx["ti"].xcoms["run_url"] == url
+    assert ti_of(ctx).xcoms["run_url"] == url
     # A retry starts with its XCom cleared; Gumloop gave the URL only at the start: it comes from the store.
     retry = context("manual__flow", store)
     assert deferred_run_id(op, retry) == run_id
-    assert retry["ti"].xcoms["run_url"] == url
+    assert ti_of(retry).xcoms["run_url"] == url
     assert len(runwatch_emulator.requests(method="POST", path_prefix="/api/v1/start_pipeline", run_id=run_id)) == 1
     GumloopHook().kill_pipeline(run_id)
 
@@ -236,7 +253,7 @@ def test_agent_retry_watches_a_continued_turn_that_is_still_running(secret_conne
     )
     assert deferred_run_id(op, context("manual__agent_retry")) == first
     retry_ctx = context("manual__agent_retry")
-    retry_ctx["ti"].try_number = 2
+    ti_of(retry_ctx).try_number = 2
     assert deferred_run_id(op, retry_ctx) == first, "409 on a retry: watch the running turn"
     with pytest.raises(ConflictError, match="interaction_not_in_terminal_state"):
         op.execute(context("manual__agent_retry"))  # a first try does not guess

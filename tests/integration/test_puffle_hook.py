@@ -46,6 +46,7 @@ def test_start_poll_complete(secret_connections: dict[str, str], runwatch_emulat
     result = hook.get_result(hook.adapter, started.runId)
     assert result.status.state is RunState.SUCCEEDED
     assert "Summarise Acme" in result.answer
+    assert result.messages is not None
     assert result.messages[0] == {"role": "user", "content": "hi"}
     starts = runwatch_emulator.requests(method="POST", run_id=started.runId)
     assert len(starts) == 1 and starts[0]["authorized"] is True

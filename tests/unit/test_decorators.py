@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,7 +22,8 @@ CASES: list[tuple[str, dict[str, Any], type[Any], Any]] = [
 
 def _build(name: str, kwargs: dict[str, Any], returns: Any) -> Any:
     with DAG("decorated", schedule=None) as dag:
-        decorator = getattr(task, name)
+        # @task.<name>(**kwargs) takes the function and gives what a DAG calls to add the task
+        decorator: Callable[..., Callable[[Callable[[], Any]], Callable[[], object]]] = getattr(task, name)
 
         @decorator(**kwargs)
         def make() -> Any:

@@ -21,6 +21,7 @@ from airflow_provider_runwatch.operators.gumloop import (
 )
 from airflow_provider_runwatch.operators.puffle import PuffleAgentChatOperator
 from airflow_provider_runwatch.sensors.puffle import PuffleChatRunSensor
+from tests.helpers import task_context
 
 DURABLE = [PuffleAgentChatOperator, GumloopAgentOperator, GumloopSessionOperator, GumloopFlowOperator]
 DURABLE += [GloriaMundoWorkflowOperator]
@@ -100,7 +101,7 @@ def test_durable_false_leaves_the_task_state_store_alone(durable: bool, monkeypa
     monkeypatch.setattr(type(task), "start_run", lambda self, context: StartedRun("run_new"))
     monkeypatch.setattr(type(task), "_status_of_previous", lambda self, run_id: None)
     store = FakeStore(**{STATE_KEY: "run_old"})
-    run_id, status = task.reattach_or_start({"ti": TI(), "task_state_store": store})  # type: ignore[arg-type]
+    run_id, status = task.reattach_or_start(task_context(ti=TI(), task_state_store=store))
     assert (run_id, status) == ("run_new", None)
     if durable:
         assert store.calls == [f"get {STATE_KEY}", f"set {STATE_KEY}"] and store.values[STATE_KEY] == "run_new"

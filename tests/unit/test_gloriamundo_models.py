@@ -16,6 +16,7 @@ from airflow_provider_runwatch.core.errors import (
     NotFoundError,
     RateLimitedError,
     ServerError,
+    VendorAPIError,
 )
 from airflow_provider_runwatch.core.http import ApiRequest
 from airflow_provider_runwatch.core.models import RunState
@@ -193,7 +194,9 @@ EXECUTE = "POST /workflows/{workflow_id}/execute"
 STATUS = "GET /runs/{run_id}/status"
 
 
-def _error(kind: type, status: int, detail: str, endpoint: str = EXECUTE, retry_after: float | None = None):  # type: ignore[no-untyped-def]
+def _error(
+    kind: type[VendorAPIError], status: int, detail: str, endpoint: str = EXECUTE, retry_after: float | None = None
+) -> VendorAPIError:
     return kind(vendor="GloriaMundo", endpoint=endpoint, status_code=status, detail=detail, retry_after=retry_after)
 
 

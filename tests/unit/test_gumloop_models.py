@@ -46,7 +46,7 @@ ASSISTANT = {
     ],
 }
 USER = {"id": "msg_1", "role": "user", "timestamp": "2026-03-01T10:00:00", "content": "Tell me about Acme", "parts": []}
-SESSION = {
+SESSION: dict[str, Any] = {
     "session": {
         "id": "sess_1",
         "agent_id": "agent_1",
@@ -430,7 +430,7 @@ def test_operator_modules_stay_light() -> None:
         {"session": {"id": "sess_1", "state": "brand_new_state"}},
     ],
 )
-def test_session_poll_fast_path_agrees_with_the_full_parse(payload: dict) -> None:
+def test_session_poll_fast_path_agrees_with_the_full_parse(payload: dict[str, Any]) -> None:
     from airflow_provider_runwatch.vendors.gumloop import GumloopSessionEnvelope, session_poll_status, session_status
 
     assert session_poll_status(payload) == session_status(GumloopSessionEnvelope.model_validate(payload))

@@ -15,7 +15,7 @@ import pytest
 from airflow_provider_runwatch.core.connection import ConnectionSettings
 from airflow_provider_runwatch.core.errors import AuthError, NotFoundError, RateLimitedError, ServerError
 from airflow_provider_runwatch.core.http import Call
-from airflow_provider_runwatch.triggers import gumloop as events
+from airflow_provider_runwatch.hooks.gumloop import GumloopHook
 from airflow_provider_runwatch.triggers.gumloop import GumloopSessionEventTrigger, SessionListing, SessionWatch
 from airflow_provider_runwatch.vendors.gumloop import GUMLOOP
 from tests.conftest import SECRET_KEY
@@ -188,8 +188,8 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeGumloop:
         fake.sleeps.append(delay)  # type: ignore[attr-defined]
         await REAL_SLEEP(0.001)
 
-    monkeypatch.setattr(events.GumloopHook, "async_client", client)
-    monkeypatch.setattr(events.asyncio, "sleep", sleep)
+    monkeypatch.setattr(GumloopHook, "async_client", client)  # the class the trigger module imports
+    monkeypatch.setattr(asyncio, "sleep", sleep)  # the module the trigger module imports
     return fake
 
 

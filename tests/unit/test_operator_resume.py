@@ -20,6 +20,7 @@ from airflow_provider_runwatch.operators.puffle import PuffleAgentChatOperator
 from airflow_provider_runwatch.sensors.gloriamundo import GloriaMundoRunSensor
 from airflow_provider_runwatch.sensors.gumloop import GumloopAgentSensor, GumloopFlowSensor, GumloopSessionSensor
 from airflow_provider_runwatch.sensors.puffle import PuffleChatRunSensor
+from tests.helpers import task_context
 
 
 def op(**kw: Any) -> PuffleAgentChatOperator:
@@ -102,7 +103,7 @@ def test_failure_event_is_one_line_with_what_to_do() -> None:
         "message": "tool crashed",
     }
     with pytest.raises(RunFailedError) as info:
-        op().execute_complete(context={"ti": TI()}, event=event, run_id="run_1")  # type: ignore[arg-type]
+        op().execute_complete(context=task_context(ti=TI()), event=event, run_id="run_1")
     assert str(info.value) == (
         "Puffle chat run run_1 failed (vendor state 'failed'): tool crashed. "
         "Check the input and the agent, then retry the task."
@@ -143,7 +144,9 @@ def test_execution_timeout_deadline_anchors() -> None:
 
     now = time.time()
     task = op(execution_timeout=timedelta(seconds=60))
-    assert task.deadline({"ti": TI()}, None) == pytest.approx(TI.start_date.timestamp() + 55)  # type: ignore[arg-type]
-    assert task.deadline({"ti": TI()}, None, began=now) == pytest.approx(now + 55)  # type: ignore[arg-type]
-    assert op(execution_timeout=timedelta(seconds=4)).deadline({}, None, began=now) == pytest.approx(now + 3.2)  # type: ignore[arg-type]
-    assert task.deadline({}, 10, began=now) == pytest.approx(time.time() + 10, abs=1)  # type: ignore[arg-type]
+    assert task.deadline(task_context(ti=TI()), None) == pytest.approx(TI.start_date.timestamp() + 55)
+    assert task.deadline(task_context(ti=TI()), None, began=now) == pytest.approx(now + 55)
+    assert op(execution_timeout=timedelta(seconds=4)).deadline(task_context(), None, began=now) == pytest.approx(
+        now + 3.2
+    )
+    assert task.deadline(task_context(), 10, began=now) == pytest.approx(time.time() + 10, abs=1)

@@ -39,7 +39,7 @@ CONN_FIELDS = [
 
 
 @pytest.mark.parametrize(("conn_type", "name", "field"), CONN_FIELDS, ids=[f"{c}.{n}" for c, n, _ in CONN_FIELDS])
-def test_only_secret_extras_have_names_airflow_masks(conn_type: str, name: str, field: dict) -> None:
+def test_only_secret_extras_have_names_airflow_masks(conn_type: str, name: str, field: dict[str, Any]) -> None:
     """An extra whose name Airflow counts as a secret (``auth_header``, ``..._token``, ...) is shown as "***" in
     the UI's edit form and the REST API: the user cannot see what they chose. Only password fields may."""
     is_secret = field["schema"].get("format") == "password"
@@ -47,7 +47,7 @@ def test_only_secret_extras_have_names_airflow_masks(conn_type: str, name: str, 
 
 
 @pytest.mark.parametrize(("conn_type", "name", "field"), CONN_FIELDS, ids=[f"{c}.{n}" for c, n, _ in CONN_FIELDS])
-def test_choices_are_named_for_the_dropdown(conn_type: str, name: str, field: dict) -> None:
+def test_choices_are_named_for_the_dropdown(conn_type: str, name: str, field: dict[str, Any]) -> None:
     """A choice field names every value (the UI shows a bare ``null`` for the unset one otherwise)."""
     schema = field["schema"]
     if "enum" not in schema:

@@ -8,7 +8,7 @@ issues only GETs while waiting, and yields one event with ids, states and a shor
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -87,7 +87,7 @@ class RunTrigger(BaseTrigger):
             stop_on_paused=self.stop_on_paused,
         )
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    async def run(self) -> AsyncGenerator[TriggerEvent, None]:
         vendor = self.adapter.vendor.display_name
         poller = Poller(
             vendor=vendor, run_id=self.run_id, options=self.wait_options(), log=self.log, noun=self.adapter.noun

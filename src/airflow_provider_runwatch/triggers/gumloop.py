@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Collection, Hashable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -430,7 +430,7 @@ class GumloopSessionEventTrigger(BaseEventTrigger):
             await self.save_state(watch)
 
     # -- one poll loop per watcher (every Airflow version) ----------------------------------------------------
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    async def run(self) -> AsyncGenerator[TriggerEvent, None]:
         watch = await self.load_state()
         async for listed in self.listing().stream(self.log, seed=watch):
             async for event in self._fire(watch, listed):

@@ -19,10 +19,25 @@ for the deferral (apache/airflow#67287, see tests/e2e/conftest.py).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypedDict
+
 import pendulum
 from airflow.sdk import DAG
 
 from airflow_provider_runwatch.operators.gumloop import GumloopSessionOperator
+
+if TYPE_CHECKING:
+    from airflow_provider_runwatch.operators.gumloop_shared import ApprovalMode
+
+
+class Common(TypedDict):
+    """What every session of this DAG shares."""
+
+    agent_id: str
+    deferrable: bool
+    poll_interval: float
+    on_approval_required: ApprovalMode
+
 
 with DAG(
     "e2e_gumloop_approvals",
@@ -31,7 +46,12 @@ with DAG(
     catchup=False,
     max_active_tasks=8,
 ) as dag:
-    common = {"agent_id": "agent_e2e", "deferrable": True, "poll_interval": 1, "on_approval_required": "airflow"}
+    common: Common = {
+        "agent_id": "agent_e2e",
+        "deferrable": True,
+        "poll_interval": 1,
+        "on_approval_required": "airflow",
+    }
     GumloopSessionOperator(
         task_id="ui_then_api",
         input="Acme Corp [emulator: polls=20 approvals=send_email/update_crm]",

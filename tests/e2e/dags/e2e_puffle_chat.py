@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pendulum
 from airflow.sdk import DAG, task
 
@@ -17,7 +19,7 @@ with DAG("e2e_puffle_chat", schedule=None, start_date=pendulum.datetime(2026, 1,
     )
 
     @task
-    def publish(answer: str, run: dict) -> str:
+    def publish(answer: str, run: dict[str, Any]) -> str:
         return f"{answer[:200]} (run {run['run_id']})"
 
-    publish(briefing.output, briefing.output["run"])
+    publish(briefing.output, briefing.output["run"])  # type: ignore[arg-type,index]  # TaskFlow: XComArgs stand for values; .output["run"] is a plain XComArg
