@@ -98,12 +98,12 @@ async def test_many_triggers_never_block_the_loop(secret_connections: dict[str, 
 
     A probe coroutine measures how late its 20 ms sleeps wake up. Once all triggers are running, lag p99
     must stay under 100 ms and the worst lag under 250 ms; one blocking call (a sync HTTP request, a
-    sync connection lookup) would show as a lag of its whole duration, in a sample that was not preempted. The start-up burst (200 triggers
+    sync connection lookup) would show as a lag of its whole duration. The start-up burst (200 triggers
     created in one instant) is left out. The heap is frozen first: with Airflow and pytest loaded, a full
     (gen-2) garbage collection alone pauses the loop 120-160 ms on this machine, which says nothing about
-    the triggers' code. Both bounds skip samples during which the OS preempted the loop's thread
-    (other test workers on a 2-core machine stole its CPU: 300+ ms seen); a blocking call in the loop gives
-    up the CPU voluntarily, so it is still caught, and p99 covers every sample.
+    the triggers' code. Both bounds skip samples during which the OS preempted the loop's thread (other
+    test workers on a 2-core machine stole its CPU: 300+ ms seen); a blocking call in the loop gives up
+    the CPU voluntarily, so its sample is not skipped and it is still caught.
     """
     run_ids = [start(f"slow {i} [emulator: polls=3 slow=0.3]") for i in range(200)]
     lags: list[float] = []
