@@ -17,10 +17,9 @@ import pytest
 
 from tests.e2e.conftest import EXAMPLE_DAG_IDS, Deployment
 
-# Left out of ./dev test (run it with `pytest -m "e2e and slow" tests/e2e/test_e2e_events.py`): it passed in one
-# full-suite run and missed its 150 s bound in the next (not every finished session had reached a finished DAG run),
-# with no diagnosis yet of whether a session was missed or the DAG runs were slow.
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# Back in ./dev test: it missed its 150 s bound once in a full-suite run (stop 12) without saying why; a timeout
+# now names the sessions that never reached a DAG run, their emulator states and every run's state.
+pytestmark = [pytest.mark.e2e]
 
 DAG_ID = "e2e_gumloop_events"
 AGENT = "agt_e2e_events"
