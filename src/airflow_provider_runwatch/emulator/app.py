@@ -2,7 +2,8 @@
 
 - Puffle: ``/api/agent/chat...`` (connection host ``http://127.0.0.1:N``);
 - Gumloop and GloriaMundo: under ``/api/v1/...`` (connection host ``http://127.0.0.1:N/api/v1``);
-- control API: ``/_emulator/...`` (health, request log, runs, forced completion, default scenario, reset).
+- control API: ``/_emulator/...`` (health, request log, runs, forced completion, default scenario, clock speed,
+  429 counters, per-vendor limits, reset).
 
 Vendor requests are logged by a pure-ASGI middleware (cheaper than ``BaseHTTPMiddleware`` on the hot path);
 control-API calls are not logged, so a test reading the log sees only what its client sent.
@@ -66,6 +67,8 @@ class RequestLogMiddleware:
             if message["type"] == "http.response.start" and not recorded:
                 ctx.status = message["status"]
                 self.state.record(method, path, query, ctx)
+                if ctx.status == 429:
+                    self.state.count_rejection(ctx.vendor, ctx.reason)
                 recorded = True
             run = self.state.runs.get(ctx.run_id) if ctx.run_id and method == "GET" else None
             if run is not None:  # a status answer: trickled or stalled when the run's scenario says so
@@ -187,6 +190,32 @@ def _control_routes(state: EmulatorState) -> list[BaseRoute]:
         state.reset()
         return json_response({"ok": True})
 
+    def _clock_body() -> dict[str, Any]:
+        return {"speed": state.clock.speed, "now": state.clock.now()}
+
+    async def get_clock(request: Request) -> Response:
+        return json_response(_clock_body())
+
+    async def put_clock(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body() or b"null")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or set(body) != {"speed"}:
+            return error_response(400, 'emulator: body must be {"speed": N} (N in (0, 1000], 1 = real time)')
+        try:
+            state.clock.set_speed(body["speed"])
+        except ValueError as exc:
+            return error_response(400, f"emulator: {exc}")
+        return json_response(_clock_body())
+
+    async def get_rejections(request: Request) -> Response:
+        return json_response({"rejections": state.rejection_counts()})
+
+    async def clear_rejections(request: Request) -> Response:
+        state.rejections.clear()
+        return json_response({"ok": True})
+
     p = CONTROL_PREFIX
     return [
         Route(f"{p}/health", health, methods=["GET"]),
@@ -198,6 +227,10 @@ def _control_routes(state: EmulatorState) -> list[BaseRoute]:
         Route(f"{p}/scenario", get_scenario, methods=["GET"]),
         Route(f"{p}/scenario", put_scenario, methods=["PUT"]),
         Route(f"{p}/reset", reset, methods=["POST"]),
+        Route(f"{p}/clock", get_clock, methods=["GET"]),
+        Route(f"{p}/clock", put_clock, methods=["PUT"]),
+        Route(f"{p}/rejections", get_rejections, methods=["GET"]),
+        Route(f"{p}/rejections", clear_rejections, methods=["DELETE"]),
     ]
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import time
 import uuid
 from collections import deque
@@ -122,8 +121,12 @@ def _limits(state: EmulatorState) -> Limits:
     return limits if isinstance(limits, Limits) else DEFAULT_LIMITS
 
 
-def _over_budget(state: EmulatorState, owner: str, kind: str) -> Response | None:
-    """A 429 when ``owner`` spent its ``kind`` budget ("executions" or "polls"), else None (and count it)."""
+def _over_budget(state: EmulatorState, request: Request, owner: str, kind: str) -> Response | None:
+    """A 429 when ``owner`` spent its ``kind`` budget ("executions" or "polls"), else None (and count it).
+
+    The window runs on the emulator's clock (60 s are 6 real seconds at ``--speed 10``); ``Retry-After`` is in
+    real seconds, at least 1.
+    """
     limits = _limits(state)
     limit: int | None = getattr(limits, kind)
     if limit is None:
@@ -132,12 +135,13 @@ def _over_budget(state: EmulatorState, owner: str, kind: str) -> Response | None
     window = windows.get((owner, kind))
     if window is None:
         window = windows[(owner, kind)] = _Window()
-    wait = window.take(time.monotonic(), limit, limits.window_seconds)
+    wait = window.take(state.clock.now(), limit, limits.window_seconds)
     if wait is None:
         return None
+    context(request).reason = "rate"
     what = "workflow executions" if kind == "executions" else "status requests"
     per = "minute" if limits.window_seconds == 60 else f"{limits.window_seconds:g} seconds"
-    seconds = max(1, math.ceil(wait))
+    seconds = state.clock.retry_after(wait)
     return json_response(
         {"error": f"Rate limit exceeded: {limit} {what} per {per}", "retry_after": seconds},
         status=429,
@@ -195,12 +199,12 @@ def build_result(run: EmulatedRun) -> dict[str, Any]:
     }
 
 
-def _step(run: EmulatedRun, decision: PollDecision) -> int:
-    """1-based step of a running answer: one per running poll, or following the elapsed time."""
+def _step(run: EmulatedRun, decision: PollDecision, elapsed: float) -> int:
+    """1-based step of a running answer: one per running poll, or following the elapsed (emulated) time."""
     sc = run.scenario
     total = len(STEPS)
-    if sc.seconds is not None and sc.seconds > 0:
-        return min(total, 1 + int(run.age / sc.seconds * total))
+    if run.duration is not None and run.duration > 0:
+        return min(total, 1 + int(elapsed / run.duration * total))
     running_index = decision.poll_index - sc.fault_polls - sc.queued
     return max(1, min(total, running_index + 1))
 
@@ -230,7 +234,7 @@ def gloriamundo_state(run: EmulatedRun, decision: PollDecision) -> str:
     return run.scenario.unknown_state or "running"
 
 
-def _status_payload(run: EmulatedRun, decision: PollDecision) -> dict[str, Any]:
+def _status_payload(run: EmulatedRun, decision: PollDecision, elapsed: float) -> dict[str, Any]:
     data = run.data
     status = gloriamundo_state(run, decision)
     body: dict[str, Any] = {
@@ -248,7 +252,7 @@ def _status_payload(run: EmulatedRun, decision: PollDecision) -> dict[str, Any]:
     if data.get("started_at") is None:
         data["started_at"] = body["started_at"] = _iso(time.time())
     if decision.kind != "terminal" or decision.outcome == "paused":
-        step = _step(run, decision)
+        step = _step(run, decision, elapsed)
         data["last_step"] = step
         body["progress"] = _progress(step, running=True)
         return body
@@ -345,7 +349,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         owner = _authorize(request)
         if isinstance(owner, Response):
             return owner
-        limited = _over_budget(state, owner, "executions")
+        limited = _over_budget(state, request, owner, "executions")
         if limited is not None:
             return limited
         raw = await request.body()
@@ -396,7 +400,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
             return owner
         run_id: str = request.path_params["run_id"]
         context(request).run_id = run_id
-        limited = _over_budget(state, owner, "polls")
+        limited = _over_budget(state, request, owner, "polls")
         if limited is not None:
             return limited
         run = state.get_run(run_id, VENDOR, owner)
@@ -411,7 +415,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
             return rate_limit_response(run.scenario, message="Too many requests", body_field="retry_after")
         if decision.kind == "malformed":
             return malformed_response(json_bytes({"run_id": run.id, "status": "running", "progress": None}))
-        return Response(json_bytes(_status_payload(run, decision)), media_type="application/json")
+        return Response(json_bytes(_status_payload(run, decision, state.elapsed(run))), media_type="application/json")
 
     async def get_limits(request: Request) -> Response:
         return json_response(asdict(_limits(state)))
