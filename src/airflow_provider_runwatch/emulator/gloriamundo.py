@@ -49,6 +49,7 @@ from airflow_provider_runwatch.emulator.common import (
     gateway_error_response,
     json_bytes,
     json_response,
+    limits_routes,
     malformed_response,
     rate_limit_response,
     start_scenario,
@@ -417,23 +418,15 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
             return malformed_response(json_bytes({"run_id": run.id, "status": "running", "progress": None}))
         return Response(json_bytes(_status_payload(run, decision, state.elapsed(run))), media_type="application/json")
 
-    async def get_limits(request: Request) -> Response:
-        return json_response(asdict(_limits(state)))
-
-    async def put_limits(request: Request) -> Response:
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError:
-            body = None
+    def update_limits(body: Any) -> dict[str, Any] | str:
         updated = _parse_limits(_limits(state), body)
         if isinstance(updated, str):
-            return error_response(400, updated)
+            return updated
         state.store(VENDOR)["limits"] = updated
-        return json_response(asdict(updated))
+        return asdict(updated)
 
     return [
         Route(f"{PREFIX}/workflows/{{workflow_id}}/execute", execute, methods=["POST"]),
         Route(f"{PREFIX}/runs/{{run_id}}/status", status, methods=["GET"]),
-        Route(LIMITS_PATH, get_limits, methods=["GET"]),
-        Route(LIMITS_PATH, put_limits, methods=["PUT"]),
+        *limits_routes(LIMITS_PATH, lambda: asdict(_limits(state)), update_limits),
     ]

@@ -73,6 +73,7 @@ from airflow_provider_runwatch.emulator.common import (
     gateway_error_response,
     json_bytes,
     json_response,
+    limits_routes,
     malformed_response,
     rate_limit_response,
     read_json,
@@ -885,24 +886,16 @@ def _parse_plan_limits(current: Mapping[str, int], body: Any) -> dict[str, int] 
     return {**current, **body}
 
 
-def limits_routes(state: EmulatorState) -> list[BaseRoute]:
+def _limits_routes(state: EmulatorState) -> list[BaseRoute]:
     """``GET``/``PUT /_emulator/gumloop/limits``: each plan's limit of unfinished agent runs per key."""
 
-    async def get_limits(request: Request) -> Response:
-        return json_response(dict(_plan_limits(state)))
-
-    async def put_limits(request: Request) -> Response:
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError:
-            body = None
+    def update(body: Any) -> dict[str, int] | str:
         updated = _parse_plan_limits(_plan_limits(state), body)
-        if isinstance(updated, str):
-            return error_response(400, updated)
-        state.store(VENDOR)["plan_limits"] = updated
-        return json_response(updated)
+        if not isinstance(updated, str):
+            state.store(VENDOR)["plan_limits"] = updated
+        return updated
 
-    return [Route(LIMITS_PATH, get_limits, methods=["GET"]), Route(LIMITS_PATH, put_limits, methods=["PUT"])]
+    return limits_routes(LIMITS_PATH, lambda: dict(_plan_limits(state)), update)
 
 
 def _poll_fault(run: EmulatedRun, decision: PollDecision, body: bytes, *, new_shape: bool) -> Response | None:
@@ -977,7 +970,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         *_approval_routes(state),
         *_follow_up_routes(state),
         *_flow_routes(state),
-        *limits_routes(state),
+        *_limits_routes(state),
     ]
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import uuid
 from http import HTTPStatus
@@ -37,6 +36,7 @@ from airflow_provider_runwatch.emulator.common import (
     gateway_error_response,
     json_bytes,
     json_response,
+    limits_routes,
     malformed_response,
     rate_limit_response,
     read_json,
@@ -296,24 +296,17 @@ def _parse_limits(body: Any) -> int | str | None:
     return value
 
 
-def limits_routes(state: EmulatorState) -> list[BaseRoute]:
+def _limits_routes(state: EmulatorState) -> list[BaseRoute]:
     """``GET``/``PUT /_emulator/puffle/limits``: unfinished chat runs per key (null: unlimited)."""
 
-    async def get_limits(request: Request) -> Response:
-        return json_response({"concurrency": state.puffle_concurrency})
-
-    async def put_limits(request: Request) -> Response:
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError:
-            body = None
+    def update(body: Any) -> dict[str, Any] | str:
         parsed = _parse_limits(body)
         if isinstance(parsed, str):
-            return error_response(400, parsed)
+            return parsed
         state.puffle_concurrency = parsed
-        return json_response({"concurrency": parsed})
+        return {"concurrency": parsed}
 
-    return [Route(LIMITS_PATH, get_limits, methods=["GET"]), Route(LIMITS_PATH, put_limits, methods=["PUT"])]
+    return limits_routes(LIMITS_PATH, lambda: {"concurrency": state.puffle_concurrency}, update)
 
 
 class _Started:
@@ -472,5 +465,5 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         Route("/api/agent/chat/sync", chat_sync, methods=["POST"]),
         Route("/api/agent/chat/stream", chat_stream, methods=["POST"]),
         Route("/api/agent/chat/{run_id}", chat_status, methods=["GET"]),
-        *limits_routes(state),
+        *_limits_routes(state),
     ]

@@ -381,6 +381,12 @@ class EmulatorServer:
         result: list[dict[str, Any]] = self._call("GET", "/_emulator/requests", params=params)["requests"]
         return result
 
+    def runs(self, vendor: str | None = None) -> list[dict[str, Any]]:
+        """The emulator's records of every run (of ``vendor``, when given)."""
+        params = {"vendor": vendor} if vendor else {}
+        result: list[dict[str, Any]] = self._call("GET", "/_emulator/runs", params=params)["runs"]
+        return result
+
     def run(self, run_id: str) -> dict[str, Any]:
         """The emulator's record of a run; KeyError if it does not know the run."""
         response = self._http().get(f"/_emulator/runs/{run_id}")
