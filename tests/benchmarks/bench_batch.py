@@ -29,7 +29,8 @@ worker, not deferred), the 429s the emulator counted (by reason), runs the emula
 task retries. Lower bounds, in real seconds (emulated / speed), from the durations the emulator drew for the runs
 that were started:
 
-- concurrency limit C (Gumloop, Puffle): ``max(N x mean(durations) / C, max(durations))``;
+- concurrency limit C (Gumloop, Puffle): ``max(sum(durations) / C, max(durations))`` (the work actually done:
+  when items failed before starting a run, the bound covers only the runs that were started);
 - rate limit E executions per W-second window (GloriaMundo): ``(ceil(N / E) - 1) * W + mean(durations)``.
 
 Speed: default 3, so that no run is shorter than about 7 real seconds. At ``--speed 10`` (runs of 3-9 s) Airflow
@@ -177,8 +178,8 @@ def _bound(vendor: str, durations: list[float], items: int, args: argparse.Names
         emulated = windows * 60.0 + mean
         return emulated / args.speed, f"({math.ceil(items / args.gm_executions)}-1) x 60 s + mean {mean:.0f} s"
     limit = args.gumloop_limit if vendor == "gumloop" else args.puffle_concurrency
-    emulated = max(items * mean / limit, max(durations))
-    return emulated / args.speed, f"{items} x mean {mean:.0f} s / {limit}"
+    emulated = max(sum(durations) / limit, max(durations))
+    return emulated / args.speed, f"{len(durations)} x mean {mean:.0f} s / {limit}"
 
 
 def _task_instances(dep: Deployment, dag_id: str, run_id: str) -> list[dict[str, Any]]:
