@@ -20,7 +20,13 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
 from airflow_provider_runwatch.emulator import gloriamundo, gumloop, puffle
-from airflow_provider_runwatch.emulator.common import CONTEXT_SCOPE_KEY, error_response, json_response, send_slowly
+from airflow_provider_runwatch.emulator.common import (
+    CONTEXT_SCOPE_KEY,
+    error_response,
+    json_response,
+    send_slowly,
+    settings_routes,
+)
 from airflow_provider_runwatch.emulator.scenario import ScenarioError, parse_spec
 from airflow_provider_runwatch.emulator.state import EmulatorState, RequestContext
 
@@ -170,21 +176,14 @@ def _control_routes(state: EmulatorState) -> list[BaseRoute]:
             "parsed": None if sc is None else sc.to_dict(),
         }
 
-    async def get_scenario(request: Request) -> Response:
-        return json_response(_scenario_body())
-
-    async def put_scenario(request: Request) -> Response:
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError:
-            body = None
+    def _set_scenario(body: Any) -> dict[str, Any] | str:
         if not isinstance(body, dict) or not isinstance(body.get("scenario", ""), (str, type(None))):
-            return error_response(400, 'emulator: body must be {"scenario": "<directive text>"}')
+            return 'emulator: body must be {"scenario": "<directive text>"}'
         try:
             state.default_scenario = parse_spec(body.get("scenario"))
         except ScenarioError as exc:
-            return error_response(400, str(exc))
-        return json_response(_scenario_body())
+            return str(exc)
+        return _scenario_body()
 
     async def reset(request: Request) -> Response:
         state.reset()
@@ -193,21 +192,14 @@ def _control_routes(state: EmulatorState) -> list[BaseRoute]:
     def _clock_body() -> dict[str, Any]:
         return {"speed": state.clock.speed, "now": state.clock.now()}
 
-    async def get_clock(request: Request) -> Response:
-        return json_response(_clock_body())
-
-    async def put_clock(request: Request) -> Response:
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError:
-            body = None
+    def _set_clock(body: Any) -> dict[str, Any] | str:
         if not isinstance(body, dict) or set(body) != {"speed"}:
-            return error_response(400, 'emulator: body must be {"speed": N} (N in (0, 1000], 1 = real time)')
+            return 'emulator: body must be {"speed": N} (N in (0, 1000], 1 = real time)'
         try:
             state.clock.set_speed(body["speed"])
         except ValueError as exc:
-            return error_response(400, f"emulator: {exc}")
-        return json_response(_clock_body())
+            return f"emulator: {exc}"
+        return _clock_body()
 
     async def get_rejections(request: Request) -> Response:
         return json_response({"rejections": state.rejection_counts()})
@@ -224,11 +216,9 @@ def _control_routes(state: EmulatorState) -> list[BaseRoute]:
         Route(f"{p}/runs", list_runs, methods=["GET"]),
         Route(f"{p}/runs/{{run_id}}", get_run, methods=["GET"]),
         Route(f"{p}/runs/{{run_id}}/complete", complete_run, methods=["POST"]),
-        Route(f"{p}/scenario", get_scenario, methods=["GET"]),
-        Route(f"{p}/scenario", put_scenario, methods=["PUT"]),
+        *settings_routes(f"{p}/scenario", _scenario_body, _set_scenario),
         Route(f"{p}/reset", reset, methods=["POST"]),
-        Route(f"{p}/clock", get_clock, methods=["GET"]),
-        Route(f"{p}/clock", put_clock, methods=["PUT"]),
+        *settings_routes(f"{p}/clock", _clock_body, _set_clock),
         Route(f"{p}/rejections", get_rejections, methods=["GET"]),
         Route(f"{p}/rejections", clear_rejections, methods=["DELETE"]),
     ]

@@ -38,11 +38,11 @@ __all__ = [
     "gateway_error_response",
     "json_bytes",
     "json_response",
-    "limits_routes",
     "malformed_response",
     "rate_limit_response",
     "read_json",
     "retry_after",
+    "settings_routes",
     "sleep_for",
     "start_scenario",
 ]
@@ -126,10 +126,10 @@ def malformed_response(valid_body: bytes) -> Response:
     return Response(valid_body[:cut], status_code=200, media_type="application/json")
 
 
-def limits_routes(path: str, current: Callable[[], Any], update: Callable[[Any], Any]) -> list[BaseRoute]:
-    """``GET``/``PUT`` of one vendor's limits at ``path`` (control API), written once for every vendor.
+def settings_routes(path: str, current: Callable[[], Any], update: Callable[[Any], Any]) -> list[BaseRoute]:
+    """``GET``/``PUT`` of one control-API setting at ``path`` (a vendor's limits, the clock), written once.
 
-    ``current()`` is the JSON of the limits in force; ``update(body)`` applies a parsed ``PUT`` body and returns
+    ``current()`` is the JSON of the setting in force; ``update(body)`` applies a parsed ``PUT`` body and returns
     the new JSON, or a ``str``: the 400 text naming what is wrong.
     """
 

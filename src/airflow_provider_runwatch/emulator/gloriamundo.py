@@ -14,7 +14,8 @@ follow the elapsed time). Auth: ``Authorization: Bearer <key>`` or ``X-API-Key: 
 the key that started them (404 for any other key).
 
 Per-key budgets are enforced like the real service: by default 10 executions and 60 status requests per key
-in any sliding 60-second window (429 with ``Retry-After`` beyond that; refused requests do not count). Tests
+in any sliding 60-second window of the emulator's clock (so 6 real seconds at ``--speed 10``; 429 with
+``Retry-After`` in real seconds beyond that; refused requests do not count). Tests
 scale them with the control API: ``GET``/``PUT /_emulator/gloriamundo/limits`` with
 ``{"window_seconds": 6, "executions": 10, "polls": 60}`` (``null`` = not enforced). ``POST /_emulator/reset``
 restores the defaults.
@@ -49,9 +50,9 @@ from airflow_provider_runwatch.emulator.common import (
     gateway_error_response,
     json_bytes,
     json_response,
-    limits_routes,
     malformed_response,
     rate_limit_response,
+    settings_routes,
     start_scenario,
 )
 from airflow_provider_runwatch.emulator.scenario import ScenarioError, strip_directive
@@ -428,5 +429,5 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
     return [
         Route(f"{PREFIX}/workflows/{{workflow_id}}/execute", execute, methods=["POST"]),
         Route(f"{PREFIX}/runs/{{run_id}}/status", status, methods=["GET"]),
-        *limits_routes(LIMITS_PATH, lambda: asdict(_limits(state)), update_limits),
+        *settings_routes(LIMITS_PATH, lambda: asdict(_limits(state)), update_limits),
     ]

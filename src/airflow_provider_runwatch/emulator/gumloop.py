@@ -73,11 +73,11 @@ from airflow_provider_runwatch.emulator.common import (
     gateway_error_response,
     json_bytes,
     json_response,
-    limits_routes,
     malformed_response,
     rate_limit_response,
     read_json,
     retry_after,
+    settings_routes,
     sleep_for,
     start_scenario,
 )
@@ -895,7 +895,7 @@ def _limits_routes(state: EmulatorState) -> list[BaseRoute]:
             state.store(VENDOR)["plan_limits"] = updated
         return updated
 
-    return limits_routes(LIMITS_PATH, lambda: dict(_plan_limits(state)), update)
+    return settings_routes(LIMITS_PATH, lambda: dict(_plan_limits(state)), update)
 
 
 def _poll_fault(run: EmulatedRun, decision: PollDecision, body: bytes, *, new_shape: bool) -> Response | None:

@@ -36,10 +36,10 @@ from airflow_provider_runwatch.emulator.common import (
     gateway_error_response,
     json_bytes,
     json_response,
-    limits_routes,
     malformed_response,
     rate_limit_response,
     read_json,
+    settings_routes,
     start_scenario,
 )
 from airflow_provider_runwatch.emulator.scenario import ScenarioError, strip_directive
@@ -306,7 +306,7 @@ def _limits_routes(state: EmulatorState) -> list[BaseRoute]:
         state.puffle_concurrency = parsed
         return {"concurrency": parsed}
 
-    return limits_routes(LIMITS_PATH, lambda: {"concurrency": state.puffle_concurrency}, update)
+    return settings_routes(LIMITS_PATH, lambda: {"concurrency": state.puffle_concurrency}, update)
 
 
 class _Started:
