@@ -183,8 +183,11 @@ def test_puffle_concurrency_with_retry_after(clean: EmulatorServer, http: httpx.
 
 
 def test_fast_clock_ends_a_seconds_run_in_a_fraction(clean: EmulatorServer, http: httpx.Client) -> None:
-    assert http.get("/_emulator/clock").json()["speed"] == 1.0
-    assert http.put("/_emulator/clock", json={"speed": 30}).json()["speed"] == 30.0
+    before_change = http.get("/_emulator/clock").json()
+    assert before_change["speed"] == 1.0
+    changed = http.put("/_emulator/clock", json={"speed": 30}).json()
+    assert changed["speed"] == 30.0
+    assert 0 <= changed["now"] - before_change["now"] < 5, "a new speed never makes emulated time jump"
     run_id = _chat(http, "x [emulator: seconds=60]").json()["runId"]
     before = clean.run(run_id)
     assert before["state"] in ("queued", "running") and before["duration_seconds"] == 60
