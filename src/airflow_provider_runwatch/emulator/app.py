@@ -2,7 +2,8 @@
 
 - Puffle: ``/api/agent/chat...`` (connection host ``http://127.0.0.1:N``);
 - Gumloop and GloriaMundo: under ``/api/v1/...`` (connection host ``http://127.0.0.1:N/api/v1``);
-- control API: ``/_emulator/...`` (health, request log, runs, forced completion, default scenario, reset).
+- control API: ``/_emulator/...`` (health, request log, runs, forced completion, default scenario, clock speed,
+  429 counters, per-vendor limits, reset).
 
 Vendor requests are logged by a pure-ASGI middleware (cheaper than ``BaseHTTPMiddleware`` on the hot path);
 control-API calls are not logged, so a test reading the log sees only what its client sent.
@@ -19,7 +20,13 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
 from airflow_provider_runwatch.emulator import gloriamundo, gumloop, puffle
-from airflow_provider_runwatch.emulator.common import CONTEXT_SCOPE_KEY, error_response, json_response, send_slowly
+from airflow_provider_runwatch.emulator.common import (
+    CONTEXT_SCOPE_KEY,
+    error_response,
+    json_response,
+    send_slowly,
+    settings_routes,
+)
 from airflow_provider_runwatch.emulator.scenario import ScenarioError, parse_spec
 from airflow_provider_runwatch.emulator.state import EmulatorState, RequestContext
 
@@ -66,6 +73,8 @@ class RequestLogMiddleware:
             if message["type"] == "http.response.start" and not recorded:
                 ctx.status = message["status"]
                 self.state.record(method, path, query, ctx)
+                if ctx.status == 429:
+                    self.state.count_rejection(ctx.vendor, ctx.reason)
                 recorded = True
             run = self.state.runs.get(ctx.run_id) if ctx.run_id and method == "GET" else None
             if run is not None:  # a status answer: trickled or stalled when the run's scenario says so
@@ -167,24 +176,36 @@ def _control_routes(state: EmulatorState) -> list[BaseRoute]:
             "parsed": None if sc is None else sc.to_dict(),
         }
 
-    async def get_scenario(request: Request) -> Response:
-        return json_response(_scenario_body())
-
-    async def put_scenario(request: Request) -> Response:
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError:
-            body = None
+    def _set_scenario(body: Any) -> dict[str, Any] | str:
         if not isinstance(body, dict) or not isinstance(body.get("scenario", ""), (str, type(None))):
-            return error_response(400, 'emulator: body must be {"scenario": "<directive text>"}')
+            return 'emulator: body must be {"scenario": "<directive text>"}'
         try:
             state.default_scenario = parse_spec(body.get("scenario"))
         except ScenarioError as exc:
-            return error_response(400, str(exc))
-        return json_response(_scenario_body())
+            return str(exc)
+        return _scenario_body()
 
     async def reset(request: Request) -> Response:
         state.reset()
+        return json_response({"ok": True})
+
+    def _clock_body() -> dict[str, Any]:
+        return {"speed": state.clock.speed, "now": state.clock.now()}
+
+    def _set_clock(body: Any) -> dict[str, Any] | str:
+        if not isinstance(body, dict) or set(body) != {"speed"}:
+            return 'emulator: body must be {"speed": N} (N in (0, 1000], 1 = real time)'
+        try:
+            state.clock.set_speed(body["speed"])
+        except ValueError as exc:
+            return f"emulator: {exc}"
+        return _clock_body()
+
+    async def get_rejections(request: Request) -> Response:
+        return json_response({"rejections": state.rejection_counts()})
+
+    async def clear_rejections(request: Request) -> Response:
+        state.rejections.clear()
         return json_response({"ok": True})
 
     p = CONTROL_PREFIX
@@ -195,9 +216,11 @@ def _control_routes(state: EmulatorState) -> list[BaseRoute]:
         Route(f"{p}/runs", list_runs, methods=["GET"]),
         Route(f"{p}/runs/{{run_id}}", get_run, methods=["GET"]),
         Route(f"{p}/runs/{{run_id}}/complete", complete_run, methods=["POST"]),
-        Route(f"{p}/scenario", get_scenario, methods=["GET"]),
-        Route(f"{p}/scenario", put_scenario, methods=["PUT"]),
+        *settings_routes(f"{p}/scenario", _scenario_body, _set_scenario),
         Route(f"{p}/reset", reset, methods=["POST"]),
+        *settings_routes(f"{p}/clock", _clock_body, _set_clock),
+        Route(f"{p}/rejections", get_rejections, methods=["GET"]),
+        Route(f"{p}/rejections", clear_rejections, methods=["DELETE"]),
     ]
 
 

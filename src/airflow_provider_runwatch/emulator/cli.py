@@ -15,6 +15,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_runwatch.emulator.clock import SPEED_ENV, parse_speed, speed_from_env
 from airflow_provider_runwatch.emulator.scenario import ScenarioError, parse_spec
 from airflow_provider_runwatch.emulator.serving import (
     DEFAULT_HOST,
@@ -50,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario",
         default=None,
         help="default scenario for runs whose start request has none, e.g. 'polls=3 outcome=failed'",
+    )
+    parser.add_argument(
+        "--speed",
+        default=None,
+        help=f"run the emulator's clock N times faster (run durations, rate windows; default ${SPEED_ENV} or 1)",
+    )
+    parser.add_argument(
+        "--puffle-concurrency",
+        type=int,
+        default=None,
+        help="unfinished Puffle chat runs per key before starts get 429 with Retry-After (default: unlimited)",
     )
     parser.add_argument("--log-level", default="warning", choices=LOG_LEVELS, help="default %(default)s")
     tls = parser.add_argument_group("TLS (serve https; the listening line then says https://)")
@@ -89,6 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default_scenario = parse_spec(args.scenario)
     except ScenarioError as exc:
         return _fail(f"--scenario: {exc}")
+    try:
+        speed = speed_from_env() if args.speed is None else parse_speed(args.speed)
+    except ValueError as exc:
+        return _fail(str(exc) if args.speed is None else f"--speed: {exc}")
+    if args.puffle_concurrency is not None and args.puffle_concurrency < 1:
+        return _fail("--puffle-concurrency must be a positive integer")
     tls_files: TlsFiles | None = None
     if args.ssl_certfile or args.ssl_keyfile:
         if not (args.ssl_certfile and args.ssl_keyfile):
@@ -115,7 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from airflow_provider_runwatch.emulator.app import create_app
     from airflow_provider_runwatch.emulator.state import EmulatorState
 
-    app = create_app(EmulatorState(default_scenario=default_scenario))
+    app = create_app(
+        EmulatorState(default_scenario=default_scenario, speed=speed, puffle_concurrency=args.puffle_concurrency)
+    )
     line = LISTENING_PREFIX + origin(sock, tls=tls_files is not None)
 
     class _AnnouncingServer(uvicorn.Server):

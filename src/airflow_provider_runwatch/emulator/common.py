@@ -17,12 +17,13 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
 from airflow_provider_runwatch.emulator.scenario import Scenario, parse_scenario, parse_spec
 from airflow_provider_runwatch.emulator.state import RequestContext
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from starlette.requests import Request
 
@@ -41,6 +42,7 @@ __all__ = [
     "rate_limit_response",
     "read_json",
     "retry_after",
+    "settings_routes",
     "sleep_for",
     "start_scenario",
 ]
@@ -122,6 +124,29 @@ def malformed_response(valid_body: bytes) -> Response:
     """A 200 ``application/json`` whose body is a prefix of ``valid_body``: truncated, hence invalid, JSON."""
     cut = max(1, (len(valid_body) * 3) // 5)
     return Response(valid_body[:cut], status_code=200, media_type="application/json")
+
+
+def settings_routes(path: str, current: Callable[[], Any], update: Callable[[Any], Any]) -> list[BaseRoute]:
+    """``GET``/``PUT`` of one control-API setting at ``path`` (a vendor's limits, the clock), written once.
+
+    ``current()`` is the JSON of the setting in force; ``update(body)`` applies a parsed ``PUT`` body and returns
+    the new JSON, or a ``str``: the 400 text naming what is wrong.
+    """
+
+    async def get_limits(request: Request) -> Response:
+        return json_response(current())
+
+    async def put_limits(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body() or b"null")
+        except ValueError:
+            body = None
+        updated = update(body)
+        if isinstance(updated, str):
+            return error_response(400, updated)
+        return json_response(updated)
+
+    return [Route(path, get_limits, methods=["GET"]), Route(path, put_limits, methods=["PUT"])]
 
 
 async def sleep_for(decision: PollDecision) -> None:

@@ -14,7 +14,8 @@ follow the elapsed time). Auth: ``Authorization: Bearer <key>`` or ``X-API-Key: 
 the key that started them (404 for any other key).
 
 Per-key budgets are enforced like the real service: by default 10 executions and 60 status requests per key
-in any sliding 60-second window (429 with ``Retry-After`` beyond that; refused requests do not count). Tests
+in any sliding 60-second window of the emulator's clock (so 6 real seconds at ``--speed 10``; 429 with
+``Retry-After`` in real seconds beyond that; refused requests do not count). Tests
 scale them with the control API: ``GET``/``PUT /_emulator/gloriamundo/limits`` with
 ``{"window_seconds": 6, "executions": 10, "polls": 60}`` (``null`` = not enforced). ``POST /_emulator/reset``
 restores the defaults.
@@ -31,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import time
 import uuid
 from collections import deque
@@ -52,6 +52,7 @@ from airflow_provider_runwatch.emulator.common import (
     json_response,
     malformed_response,
     rate_limit_response,
+    settings_routes,
     start_scenario,
 )
 from airflow_provider_runwatch.emulator.scenario import ScenarioError, strip_directive
@@ -122,8 +123,12 @@ def _limits(state: EmulatorState) -> Limits:
     return limits if isinstance(limits, Limits) else DEFAULT_LIMITS
 
 
-def _over_budget(state: EmulatorState, owner: str, kind: str) -> Response | None:
-    """A 429 when ``owner`` spent its ``kind`` budget ("executions" or "polls"), else None (and count it)."""
+def _over_budget(state: EmulatorState, request: Request, owner: str, kind: str) -> Response | None:
+    """A 429 when ``owner`` spent its ``kind`` budget ("executions" or "polls"), else None (and count it).
+
+    The window runs on the emulator's clock (60 s are 6 real seconds at ``--speed 10``); ``Retry-After`` is in
+    real seconds, at least 1.
+    """
     limits = _limits(state)
     limit: int | None = getattr(limits, kind)
     if limit is None:
@@ -132,12 +137,13 @@ def _over_budget(state: EmulatorState, owner: str, kind: str) -> Response | None
     window = windows.get((owner, kind))
     if window is None:
         window = windows[(owner, kind)] = _Window()
-    wait = window.take(time.monotonic(), limit, limits.window_seconds)
+    wait = window.take(state.clock.now(), limit, limits.window_seconds)
     if wait is None:
         return None
+    context(request).reason = "rate"
     what = "workflow executions" if kind == "executions" else "status requests"
     per = "minute" if limits.window_seconds == 60 else f"{limits.window_seconds:g} seconds"
-    seconds = max(1, math.ceil(wait))
+    seconds = state.clock.retry_after(wait)
     return json_response(
         {"error": f"Rate limit exceeded: {limit} {what} per {per}", "retry_after": seconds},
         status=429,
@@ -195,12 +201,12 @@ def build_result(run: EmulatedRun) -> dict[str, Any]:
     }
 
 
-def _step(run: EmulatedRun, decision: PollDecision) -> int:
-    """1-based step of a running answer: one per running poll, or following the elapsed time."""
+def _step(run: EmulatedRun, decision: PollDecision, elapsed: float) -> int:
+    """1-based step of a running answer: one per running poll, or following the elapsed (emulated) time."""
     sc = run.scenario
     total = len(STEPS)
-    if sc.seconds is not None and sc.seconds > 0:
-        return min(total, 1 + int(run.age / sc.seconds * total))
+    if run.duration is not None and run.duration > 0:
+        return min(total, 1 + int(elapsed / run.duration * total))
     running_index = decision.poll_index - sc.fault_polls - sc.queued
     return max(1, min(total, running_index + 1))
 
@@ -230,7 +236,7 @@ def gloriamundo_state(run: EmulatedRun, decision: PollDecision) -> str:
     return run.scenario.unknown_state or "running"
 
 
-def _status_payload(run: EmulatedRun, decision: PollDecision) -> dict[str, Any]:
+def _status_payload(run: EmulatedRun, decision: PollDecision, elapsed: float) -> dict[str, Any]:
     data = run.data
     status = gloriamundo_state(run, decision)
     body: dict[str, Any] = {
@@ -248,7 +254,7 @@ def _status_payload(run: EmulatedRun, decision: PollDecision) -> dict[str, Any]:
     if data.get("started_at") is None:
         data["started_at"] = body["started_at"] = _iso(time.time())
     if decision.kind != "terminal" or decision.outcome == "paused":
-        step = _step(run, decision)
+        step = _step(run, decision, elapsed)
         data["last_step"] = step
         body["progress"] = _progress(step, running=True)
         return body
@@ -345,7 +351,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         owner = _authorize(request)
         if isinstance(owner, Response):
             return owner
-        limited = _over_budget(state, owner, "executions")
+        limited = _over_budget(state, request, owner, "executions")
         if limited is not None:
             return limited
         raw = await request.body()
@@ -396,7 +402,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
             return owner
         run_id: str = request.path_params["run_id"]
         context(request).run_id = run_id
-        limited = _over_budget(state, owner, "polls")
+        limited = _over_budget(state, request, owner, "polls")
         if limited is not None:
             return limited
         run = state.get_run(run_id, VENDOR, owner)
@@ -411,25 +417,17 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
             return rate_limit_response(run.scenario, message="Too many requests", body_field="retry_after")
         if decision.kind == "malformed":
             return malformed_response(json_bytes({"run_id": run.id, "status": "running", "progress": None}))
-        return Response(json_bytes(_status_payload(run, decision)), media_type="application/json")
+        return Response(json_bytes(_status_payload(run, decision, state.elapsed(run))), media_type="application/json")
 
-    async def get_limits(request: Request) -> Response:
-        return json_response(asdict(_limits(state)))
-
-    async def put_limits(request: Request) -> Response:
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError:
-            body = None
+    def update_limits(body: Any) -> dict[str, Any] | str:
         updated = _parse_limits(_limits(state), body)
         if isinstance(updated, str):
-            return error_response(400, updated)
+            return updated
         state.store(VENDOR)["limits"] = updated
-        return json_response(asdict(updated))
+        return asdict(updated)
 
     return [
         Route(f"{PREFIX}/workflows/{{workflow_id}}/execute", execute, methods=["POST"]),
         Route(f"{PREFIX}/runs/{{run_id}}/status", status, methods=["GET"]),
-        Route(LIMITS_PATH, get_limits, methods=["GET"]),
-        Route(LIMITS_PATH, put_limits, methods=["PUT"]),
+        *settings_routes(LIMITS_PATH, lambda: asdict(_limits(state)), update_limits),
     ]

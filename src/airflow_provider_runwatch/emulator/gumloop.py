@@ -11,9 +11,18 @@ A Gumloop connection's host is ``http://127.0.0.1:N/api/v1``, exactly like ``htt
 Auth. Every endpoint takes ``Authorization: Bearer <key>`` (the legacy ones also ``?api_key=``). Keys starting
 with ``gl_invalid`` get 401, ``gl_noaccess`` 403; a key starting with ``gl_team_`` is a team key and needs
 ``?team_id=`` on every request (403 without); any other key is a personal key, which the agents/sessions API
-accepts only with an ``x-auth-key`` header (the user id; 401 without). Keys starting with ``gl_free_`` are on the
-Free plan: more than 5 unfinished agent runs (interactions plus sessions) of that key answer 429 without
-``Retry-After``. The legacy endpoints need ``user_id`` and/or ``project_id`` (body of a POST, query of a GET); a
+accepts only with an ``x-auth-key`` header (the user id; 401 without).
+
+Plans, by key prefix: ``gl_free_`` Free (5 unfinished agent runs), ``gl_pro_`` Pro (25), ``gl_ent_`` Enterprise
+(100); any other key has no plan limit. An agent run is an interaction or a non-idle session of that key, counted
+while unfinished. Over the limit a Free or Pro start (``start_agent`` or a session) answers 429 without
+``Retry-After``; an Enterprise start is accepted and the run stays ``queued`` with its ``queue_position`` (FIFO
+per key) until a slot frees, then runs its whole duration. Flows are not agent runs (vendor-apis.md section 1
+puts the plan limit on "agent runs", and flows are the separate legacy automation API), so they neither count nor
+are refused. Tests lower or raise a plan's limit with ``GET``/``PUT /_emulator/gumloop/limits`` (``{"pro": 3}``);
+``POST /_emulator/reset`` restores the defaults.
+
+The legacy endpoints need ``user_id`` and/or ``project_id`` (body of a POST, query of a GET); a
 run read or killed with an identity that matches neither of those it was started with is refused (403). Runs
 belong to the key that started them (404 for any other key). Legacy errors are ``{"error": "<text>"}``, the
 agents/sessions API answers ``{"error": {"message", "type", "code"}}``.
@@ -68,6 +77,7 @@ from airflow_provider_runwatch.emulator.common import (
     rate_limit_response,
     read_json,
     retry_after,
+    settings_routes,
     sleep_for,
     start_scenario,
 )
@@ -93,6 +103,12 @@ SEEDED_SESSIONS_PER_AGENT = 45
 #: Hours between two seeded sessions, newest first: 45 of them span about four and a half days.
 SEED_SPACING_HOURS = 2.5
 FREE_PLAN_CONCURRENCY = 5
+PLAN_PREFIXES = (("gl_free_", "free"), ("gl_pro_", "pro"), ("gl_ent_", "enterprise"))
+"""Key prefix -> plan; a key with none of these has no plan limit."""
+DEFAULT_PLAN_LIMITS: dict[str, int] = {"free": FREE_PLAN_CONCURRENCY, "pro": 25, "enterprise": 100}
+QUEUEING_PLANS = frozenset({"enterprise"})
+"""Plans whose starts over the limit are queued instead of refused."""
+LIMITS_PATH = "/_emulator/gumloop/limits"
 CANCEL_SETTLE_POLLS = 2
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_ERROR_MESSAGE = 4096
@@ -773,16 +789,113 @@ def _too_large(request: Request) -> bool:
     return bool(declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES)
 
 
-def _over_concurrency(state: EmulatorState, request: Request, owner: str) -> bool:
+def _plan_limits(state: EmulatorState) -> dict[str, int]:
+    limits: dict[str, int] | None = state.store(VENDOR).get("plan_limits")
+    return limits if limits is not None else DEFAULT_PLAN_LIMITS
+
+
+def _plan(request: Request) -> str | None:
     key = bearer_token(request) or _text(request.query_params.get("api_key")) or ""
-    if not key.startswith("gl_free_"):
-        return False
+    return next((plan for prefix, plan in PLAN_PREFIXES if key.startswith(prefix)), None)
+
+
+def _active_agent_runs(state: EmulatorState, owner: str) -> int:
+    """Unfinished agent runs (interactions, non-idle sessions) of ``owner`` that hold a slot (not queued)."""
     active = 0
     for run in state.runs.values():
         mine = run.vendor == VENDOR and run.owner == owner and run.data.get("kind") in (INTERACTION, SESSION)
-        if mine and not run.data.get("idle") and not _terminal_state(run, state):
+        if mine and run.held_position is None and not run.data.get("idle") and not _terminal_state(run, state):
             active += 1
-    return active >= FREE_PLAN_CONCURRENCY
+    return active
+
+
+def _queue(state: EmulatorState, owner: str) -> list[str]:
+    """The run ids a plan queue holds for ``owner``, oldest first."""
+    queues: dict[str, list[str]] = state.store(VENDOR).setdefault("plan_queues", {})
+    return queues.setdefault(owner, [])
+
+
+def _release(state: EmulatorState, owner: str) -> None:
+    """Let queued runs of ``owner`` in while slots are free (they start running now); renumber the rest.
+
+    Called on every agent-run request of the key, so a slot is taken up at the next request after it freed.
+    """
+    queues: dict[str, list[str]] | None = state.store(VENDOR).get("plan_queues")
+    queue = queues.get(owner) if queues else None
+    if not queue:
+        return
+    limit = _plan_limits(state)[_queue_plan(state, owner)]
+    free = limit - _active_agent_runs(state, owner)
+    waiting: list[str] = []
+    for run_id in queue:
+        run = state.runs.get(run_id)
+        if run is None or run.held_position is None:
+            continue
+        if run.cancel_requested_at is not None:  # cancelled while queued: it never takes a slot
+            run.held_position = None
+            continue
+        if free > 0:
+            run.held_position = None
+            run.started_monotonic = state.clock.now()
+            free -= 1
+            continue
+        waiting.append(run_id)
+        run.held_position = len(waiting)
+    queue[:] = waiting
+
+
+def _queue_plan(state: EmulatorState, owner: str) -> str:
+    plans: dict[str, str] = state.store(VENDOR).setdefault("queue_plans", {})
+    return plans.get(owner, "enterprise")
+
+
+def _admission(state: EmulatorState, request: Request, owner: str) -> tuple[str, str, int]:
+    """``(verdict, plan, limit)`` for a new agent run: verdict ``run``, ``queue`` or ``refuse`` (429)."""
+    plan = _plan(request)
+    if plan is None:
+        return "run", "", 0
+    _release(state, owner)
+    limit = _plan_limits(state)[plan]
+    if plan in QUEUEING_PLANS:
+        if _queue(state, owner) or _active_agent_runs(state, owner) >= limit:
+            state.store(VENDOR).setdefault("queue_plans", {})[owner] = plan
+            return "queue", plan, limit
+        return "run", plan, limit
+    if _active_agent_runs(state, owner) >= limit:
+        context(request).reason = "concurrency"
+        return "refuse", plan, limit
+    return "run", plan, limit
+
+
+def _hold(state: EmulatorState, run: EmulatedRun) -> None:
+    """Put a just-started run at the end of its key's plan queue."""
+    queue = _queue(state, run.owner)
+    queue.append(run.id)
+    run.held_position = len(queue)
+
+
+def _parse_plan_limits(current: Mapping[str, int], body: Any) -> dict[str, int] | str:
+    if not isinstance(body, dict):
+        return 'emulator: body must be {"free": 5, "pro": 25, "enterprise": 100} (any subset)'
+    unknown = set(body) - set(DEFAULT_PLAN_LIMITS)
+    if unknown:
+        return f"emulator: unknown plan {sorted(unknown)[0]!r} (plans: free, pro, enterprise)"
+    for name, value in body.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"emulator: the {name} limit must be a positive integer"
+    return {**current, **body}
+
+
+def _limits_routes(state: EmulatorState) -> list[BaseRoute]:
+    """``GET``/``PUT /_emulator/gumloop/limits``: each plan's limit of unfinished agent runs per key."""
+
+    def update(body: Any) -> dict[str, int] | str:
+        updated = _parse_plan_limits(_plan_limits(state), body)
+        if not isinstance(updated, str):
+            state.store(VENDOR)["plan_limits"] = updated
+        return updated
+
+    return settings_routes(LIMITS_PATH, lambda: dict(_plan_limits(state)), update)
 
 
 def _poll_fault(run: EmulatedRun, decision: PollDecision, body: bytes, *, new_shape: bool) -> Response | None:
@@ -857,6 +970,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         *_approval_routes(state),
         *_follow_up_routes(state),
         *_flow_routes(state),
+        *_limits_routes(state),
     ]
 
 
@@ -909,8 +1023,9 @@ def _interaction_routes(state: EmulatorState) -> list[BaseRoute]:
             ]
         if scenario.start_status is not None:
             return _legacy_start_failure(scenario)
-        if _over_concurrency(state, request, owner):
-            return error_response(429, "Concurrency limit reached for your plan (5 concurrent agent runs)")
+        verdict, _plan_name, limit = _admission(state, request, owner)
+        if verdict == "refuse":
+            return error_response(429, f"Concurrency limit reached for your plan ({limit} concurrent agent runs)")
         run = state.new_run(
             VENDOR,
             owner,
@@ -927,6 +1042,8 @@ def _interaction_routes(state: EmulatorState) -> list[BaseRoute]:
         )
         run.cache["message"] = message
         run.cache["history"] = history
+        if verdict == "queue":
+            _hold(state, run)
         context(request).run_id = run.id
         return json_response({"interaction_id": run.id, "status": "processing"}, status=202)
 
@@ -944,6 +1061,7 @@ def _interaction_routes(state: EmulatorState) -> list[BaseRoute]:
             return error_response(404, INTERACTION_NOT_FOUND)
         if not _identity_matches(run, user_id, project_id):
             return error_response(403, STATUS_FORBIDDEN)
+        _release(state, owner)
         decision = state.next_poll(run)
         await sleep_for(decision)
         running = _interaction_body(run, run.scenario.unknown_state or "ASYNC_PROCESSING")
@@ -1009,10 +1127,11 @@ def _session_routes(state: EmulatorState) -> list[BaseRoute]:
             return new_error(400, str(exc), "invalid_request_error", "invalid_scenario")
         if scenario.start_status is not None:
             return _session_start_failure(scenario)
-        if not idle and _over_concurrency(state, request, owner):
+        verdict, plan, limit = _admission(state, request, owner) if not idle else ("run", "", 0)
+        if verdict == "refuse":
             return new_error(
                 429,
-                f"Agent concurrency limit reached ({FREE_PLAN_CONCURRENCY} concurrent runs on the Free plan)",
+                f"Agent concurrency limit reached ({limit} concurrent runs on the {plan.capitalize()} plan)",
                 "rate_limit_error",
                 "concurrency_limit_exceeded",
             )
@@ -1032,13 +1151,15 @@ def _session_routes(state: EmulatorState) -> list[BaseRoute]:
         )
         if text:
             run.cache["message"] = text
+        if verdict == "queue":
+            _hold(state, run)
         _Store(state).agent(owner, agent_id)["live"].append(run.id)
         context(request).run_id = run.id
         if idle:
             return Response(_session_body(run, "idle", None), status_code=201, media_type="application/json")
-        queued = scenario.queued > 0
+        position = run.held_position if run.held_position is not None else scenario.queued or None
         return Response(
-            _session_body(run, "queued" if queued else "processing", scenario.queued if queued else None),
+            _session_body(run, "queued" if position else "processing", position),
             status_code=202,
             media_type="application/json",
         )
@@ -1062,6 +1183,7 @@ def _session_routes(state: EmulatorState) -> list[BaseRoute]:
             return new_error(404, "Session not found", "not_found_error", "session_not_found")
         if run.data.get("idle"):
             return Response(_session_body(run, "idle", None), media_type="application/json")
+        _release(state, owner)
         decision = state.next_poll(run)
         await sleep_for(decision)
         fault = _poll_fault(run, decision, _session_body(run, "processing", None), new_shape=True)
@@ -1350,7 +1472,7 @@ def materialize_autonomous(state: EmulatorState, owner: str, agent_id: str) -> N
     plans: list[dict[str, Any]] = state.store(VENDOR).get("autonomous", [])
     if not plans:
         return
-    now_wall, now_mono = time.time(), time.monotonic()
+    now_wall, now_mono = time.time(), state.clock.now()
     waiting = []
     for plan in plans:
         if plan["agent_id"] != agent_id or plan["due"] > now_wall or plan["owner"] not in (None, owner):
@@ -1374,7 +1496,8 @@ def materialize_autonomous(state: EmulatorState, owner: str, agent_id: str) -> N
             },
         )
         run.created_wall = plan["due"]
-        run.created_monotonic = now_mono - (now_wall - plan["due"])
+        # Planned in real seconds; it has been running since then on the emulator's clock.
+        run.created_monotonic = run.started_monotonic = now_mono - (now_wall - plan["due"]) * state.clock.speed
         _Store(state).agent(owner, agent_id)["live"].append(run.id)
     plans[:] = waiting
 

@@ -10,6 +10,11 @@ Mapping of the generic scenario to Puffle:
   with ``error``; ``cancelled`` -> ``cancelled``; ``paused`` -> Puffle has no paused state, so the run stays
   ``running`` forever (only ``POST /_emulator/runs/{id}/complete`` ends it);
 - faults: 5xx as an HTML gateway page, 429 with ``Retry-After`` and a ``retryAfter`` body field, truncated JSON.
+
+Concurrency: with a limit set (``--puffle-concurrency N``, ``PUT /_emulator/puffle/limits {"concurrency": N}``;
+default none), a start (``/api/agent/chat`` or ``/sync``) of a key that already has N unfinished chat runs answers
+429 with ``Retry-After`` and ``retryAfter``: the real seconds until the earliest of that key's runs is expected
+to end (from its ``seconds`` on the emulator's clock; 1 for runs that end by polls), at least 1.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from airflow_provider_runwatch.emulator.common import (
     malformed_response,
     rate_limit_response,
     read_json,
+    settings_routes,
     start_scenario,
 )
 from airflow_provider_runwatch.emulator.scenario import ScenarioError, strip_directive
@@ -48,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["VENDOR", "build_completed_payload", "puffle_state", "routes"]
 
 VENDOR = "puffle"
+LIMITS_PATH = "/_emulator/puffle/limits"
 
 UNAUTHORIZED = "Unauthorized"
 FORBIDDEN = "Forbidden: agent chat requires an admin API key"
@@ -258,6 +265,50 @@ def _start_failure(scenario: Scenario) -> Response:
     return error_response(status, phrase)
 
 
+def _over_concurrency(state: EmulatorState, request: Request, owner: str) -> Response | None:
+    """The 429 for a start over the key's concurrency limit, else None."""
+    limit = state.puffle_concurrency
+    if limit is None:
+        return None
+    unfinished = [
+        run
+        for run in state.runs.values()
+        if run.vendor == VENDOR and run.owner == owner and not state.peek(run).is_terminal
+    ]
+    if len(unfinished) < limit:
+        return None
+    ends = [left for left in map(state.remaining, unfinished) if left is not None]
+    seconds = state.clock.retry_after(min(ends)) if ends else 1
+    context(request).reason = "concurrency"
+    return json_response(
+        {"error": f"Too many concurrent agent runs (limit {limit})", "retryAfter": seconds},
+        status=429,
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def _parse_limits(body: Any) -> int | str | None:
+    if not isinstance(body, dict) or set(body) != {"concurrency"}:
+        return 'emulator: body must be {"concurrency": N} (N a positive integer, or null for no limit)'
+    value = body["concurrency"]
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        return "emulator: concurrency must be a positive integer, or null for no limit"
+    return value
+
+
+def _limits_routes(state: EmulatorState) -> list[BaseRoute]:
+    """``GET``/``PUT /_emulator/puffle/limits``: unfinished chat runs per key (null: unlimited)."""
+
+    def update(body: Any) -> dict[str, Any] | str:
+        parsed = _parse_limits(body)
+        if isinstance(parsed, str):
+            return parsed
+        state.puffle_concurrency = parsed
+        return {"concurrency": parsed}
+
+    return settings_routes(LIMITS_PATH, lambda: {"concurrency": state.puffle_concurrency}, update)
+
+
 class _Started:
     """A validated start request."""
 
@@ -304,6 +355,9 @@ async def _validate_start(state: EmulatorState, request: Request) -> _Started | 
         return error_response(400, str(exc))
     if scenario.start_status is not None:
         return _start_failure(scenario)
+    refused = _over_concurrency(state, request, owner)
+    if refused is not None:
+        return refused
     conversations: dict[str, str] = state.store(VENDOR).setdefault("conversations", {})
     if conversation_id is not None:
         if conversations.get(conversation_id) != owner:
@@ -411,4 +465,5 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
         Route("/api/agent/chat/sync", chat_sync, methods=["POST"]),
         Route("/api/agent/chat/stream", chat_stream, methods=["POST"]),
         Route("/api/agent/chat/{run_id}", chat_status, methods=["GET"]),
+        *_limits_routes(state),
     ]

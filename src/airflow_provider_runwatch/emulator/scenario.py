@@ -72,7 +72,11 @@ class Scenario:
     (``polls=never``).
     """
     seconds: float | None = None
-    """If set, terminal once this many seconds have passed since the start, instead of counting polls."""
+    """If set, terminal once this many seconds (on the emulator's clock, see ``--speed``) have passed since the
+    run began running, instead of counting polls. ``seconds=A-B`` gives each run a duration in [A, B] drawn
+    from its run id (deterministic), for benchmarks; it sets ``seconds=A`` and ``seconds_max=B``."""
+    seconds_max: float | None = None
+    """Upper end of ``seconds=A-B`` (each run's duration is fixed by its id; needs ``seconds``)."""
     queued: int = 0
     """The first ``queued`` non-terminal answers say queued (``queue_position`` counts down), then running."""
     outcome: Outcome = "succeeded"
@@ -253,7 +257,13 @@ def _build(pairs: list[tuple[str, str]]) -> Scenario:
     for key, value in values.items():
         if key == "polls":
             kwargs[key] = None if value.lower() == "never" else _as_int(key, value, 0)
-        elif key in ("seconds", "retry_after_date", "slow", "trickle", "stall"):
+        elif key == "seconds" and "-" in value.strip("-"):
+            low, _, high = value.partition("-")
+            kwargs["seconds"] = _as_float(key, low, _MAX_SECONDS)
+            kwargs["seconds_max"] = _as_float(key, high, _MAX_SECONDS)
+            if kwargs["seconds_max"] < kwargs["seconds"]:
+                raise ScenarioError(f"emulator: scenario key 'seconds' range must be low-high, got {value!r}")
+        elif key in ("seconds", "seconds_max", "retry_after_date", "slow", "trickle", "stall"):
             kwargs[key] = _as_float(key, value, _MAX_SECONDS)
         elif key == "big_messages":
             kwargs[key] = _as_float(key, value, _MAX_BIG_MB)
@@ -288,6 +298,8 @@ def _build(pairs: list[tuple[str, str]]) -> Scenario:
             kwargs[key] = value
         else:  # error: free text
             kwargs[key] = value
+    if kwargs.get("seconds_max") is not None and kwargs.get("seconds") is None:
+        raise ScenarioError("emulator: seconds_max needs seconds (write seconds=A-B)")
     if kwargs.get("retry_after") is not None and kwargs.get("retry_after_date") is not None:
         raise ScenarioError("emulator: use either retry_after or retry_after_date, not both")
     return Scenario(**kwargs)

@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 import httpx
 
+from airflow_provider_runwatch.emulator.clock import parse_speed
 from airflow_provider_runwatch.emulator.scenario import parse_spec
 from airflow_provider_runwatch.emulator.serving import LISTENING_PREFIX, TlsFiles, check_loopback
 
@@ -67,6 +68,8 @@ class EmulatorServer:
         log_level: str = "warning",
         tls: TlsFiles | None = None,
         client_context: ssl.SSLContext | None = None,
+        speed: float | None = None,
+        puffle_concurrency: int | None = None,
     ) -> None:
         if mode not in ("process", "thread"):
             raise ValueError(f"mode must be 'process' or 'thread', not {mode!r}")
@@ -76,6 +79,10 @@ class EmulatorServer:
         self.host = host
         self.port = port
         self.scenario = scenario
+        #: Clock speed to launch with (None: the child reads ``RUNWATCH_EMULATOR_SPEED``, a thread runs at 1).
+        self.speed = None if speed is None else parse_speed(speed)
+        #: Unfinished Puffle chat runs per key before a start gets 429 (None: unlimited).
+        self.puffle_concurrency = puffle_concurrency
         self.log_level = log_level
         #: Serve https with these files; ``client_context`` is what the control-API client trusts (and presents).
         self.tls = tls
@@ -176,6 +183,10 @@ class EmulatorServer:
         ]
         if self.scenario:
             cmd += ["--scenario", self.scenario]
+        if self.speed is not None:
+            cmd += ["--speed", repr(self.speed)]
+        if self.puffle_concurrency is not None:
+            cmd += ["--puffle-concurrency", str(self.puffle_concurrency)]
         if self.tls is not None:
             cmd += self.tls.args()
         env = dict(os.environ)
@@ -235,7 +246,11 @@ class EmulatorServer:
         from airflow_provider_runwatch.emulator.serving import bind_socket, make_config, origin
         from airflow_provider_runwatch.emulator.state import EmulatorState
 
-        state = EmulatorState(default_scenario=parse_spec(self.scenario))
+        state = EmulatorState(
+            default_scenario=parse_spec(self.scenario),
+            speed=self.speed or 1.0,
+            puffle_concurrency=self.puffle_concurrency,
+        )
         sock = bind_socket(self.host, self.port)
         server = uvicorn.Server(make_config(create_app(state), self.log_level, self.tls))
 
@@ -366,6 +381,12 @@ class EmulatorServer:
         result: list[dict[str, Any]] = self._call("GET", "/_emulator/requests", params=params)["requests"]
         return result
 
+    def runs(self, vendor: str | None = None) -> list[dict[str, Any]]:
+        """The emulator's records of every run (of ``vendor``, when given)."""
+        params = {"vendor": vendor} if vendor else {}
+        result: list[dict[str, Any]] = self._call("GET", "/_emulator/runs", params=params)["runs"]
+        return result
+
     def run(self, run_id: str) -> dict[str, Any]:
         """The emulator's record of a run; KeyError if it does not know the run."""
         response = self._http().get(f"/_emulator/runs/{run_id}")
@@ -401,6 +422,28 @@ class EmulatorServer:
         if response.status_code == 400:
             raise ValueError(response.json().get("error", response.text))
         response.raise_for_status()
+
+    def set_speed(self, speed: float) -> None:
+        """Run the emulator's clock ``speed`` times faster from now on (``reset`` restores the launch speed)."""
+        response = self._http().put("/_emulator/clock", json={"speed": speed})
+        if response.status_code == 400:
+            raise ValueError(response.json().get("error", response.text))
+        response.raise_for_status()
+
+    def set_limits(self, vendor: str, **limits: Any) -> dict[str, Any]:
+        """``PUT /_emulator/{vendor}/limits`` (gumloop: ``pro=3``...; gloriamundo: ``executions=10``...;
+        puffle: ``concurrency=N``); returns the limits now in force."""
+        response = self._http().put(f"/_emulator/{vendor}/limits", json=limits)
+        if response.status_code == 400:
+            raise ValueError(response.json().get("error", response.text))
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def rejections(self) -> dict[str, dict[str, int]]:
+        """429s sent so far, ``{vendor: {reason: n, "total": n}}`` (reasons: concurrency, rate, scenario)."""
+        result: dict[str, dict[str, int]] = self._call("GET", "/_emulator/rejections")["rejections"]
+        return result
 
     def reset(self) -> None:
         """Forget runs, the request log and the default scenario."""

@@ -12,13 +12,14 @@ import hashlib
 import itertools
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
+from airflow_provider_runwatch.emulator.clock import EmulatorClock
 from airflow_provider_runwatch.emulator.scenario import DEFAULT_SCENARIO, Outcome, Scenario
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "RequestContext",
     "StateReporter",
     "fingerprint",
+    "run_duration",
 ]
 
 LOG_MAXLEN = 200_000
@@ -47,6 +49,19 @@ REDACTED = "[redacted]"
 def fingerprint(api_key: str) -> str:
     """Owner identity of a run: a sha256 of the key, so the key itself is never kept."""
     return hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def run_duration(scenario: Scenario, run_id: str) -> float | None:
+    """Emulated seconds a run takes: ``seconds``, or for ``seconds=A-B`` a value in [A, B] fixed by the run id
+    (deterministic, spread evenly over many runs), or None for a run that ends by polls."""
+    low = scenario.seconds
+    if low is None:
+        return None
+    high = scenario.seconds_max
+    if high is None or high <= low:
+        return low
+    fraction = int(hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return low + (high - low) * fraction
 
 
 def _iso(wall: float) -> str:
@@ -87,7 +102,15 @@ class EmulatedRun:
     """sha256 fingerprint of the API key that started the run (never the key)."""
     scenario: Scenario
     created_monotonic: float
+    """Emulated clock time (:class:`~airflow_provider_runwatch.emulator.clock.EmulatorClock`) of the start call."""
     created_wall: float
+    """Real wall time of the start call (what the vendor reports as ``created_at``)."""
+    started_monotonic: float = 0.0
+    """Emulated clock time the run began running: its start call, or when a plan queue let it in."""
+    duration: float | None = None
+    """Emulated seconds the run takes once running (``seconds``, or drawn from ``seconds=A-B``); None: polls."""
+    held_position: int | None = None
+    """Set while a plan queue (Gumloop Enterprise) holds the run: its 1-based place in that queue."""
     polls_answered: int = 0
     """Status requests answered for this run, faults included."""
     cancel_requested_at: float | None = None
@@ -98,10 +121,6 @@ class EmulatedRun:
     """Set by ``POST /_emulator/runs/{id}/complete``: the next poll answers terminal with it."""
     data: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def age(self) -> float:
-        return time.monotonic() - self.created_monotonic
 
 
 class LogEntry:
@@ -149,13 +168,15 @@ class LogEntry:
 class RequestContext:
     """Per-request facts a vendor handler annotates for the log (the middleware fills in the rest)."""
 
-    __slots__ = ("authorized", "run_id", "status", "vendor")
+    __slots__ = ("authorized", "reason", "run_id", "status", "vendor")
 
     def __init__(self) -> None:
         self.vendor: str | None = None
         self.run_id: str | None = None
         self.authorized = False
         self.status = 500
+        self.reason: str | None = None
+        """Why a 429 was sent: ``concurrency`` or ``rate`` (a limit the emulator enforces); None: a scenario."""
 
 
 StateReporter = Callable[[EmulatedRun, PollDecision], str]
@@ -174,10 +195,24 @@ def _redact_query(query_string: bytes) -> bytes:
 class EmulatorState:
     """Runs, request log and default scenario of one emulator app, plus the helpers every vendor uses."""
 
-    def __init__(self, default_scenario: Scenario | None = None, log_maxlen: int = LOG_MAXLEN) -> None:
+    def __init__(
+        self,
+        default_scenario: Scenario | None = None,
+        log_maxlen: int = LOG_MAXLEN,
+        *,
+        speed: float = 1.0,
+        puffle_concurrency: int | None = None,
+    ) -> None:
         self.runs: dict[str, EmulatedRun] = {}
         self.log: deque[LogEntry] = deque(maxlen=log_maxlen)
         self.default_scenario: Scenario | None = default_scenario
+        self.clock = EmulatorClock(speed)
+        """Where run durations and rate windows read time (see :mod:`~airflow_provider_runwatch.emulator.clock`)."""
+        self.puffle_concurrency: int | None = puffle_concurrency
+        """Unfinished Puffle chat runs one key may have (None: unlimited); over it, a start gets 429."""
+        self.rejections: Counter[tuple[str, str]] = Counter()
+        """429s sent, by (vendor, reason): ``concurrency``, ``rate`` (enforced limits) or ``scenario``."""
+        self._launch = (speed, puffle_concurrency)
         self._seq = itertools.count(1)
         self._stores: dict[str, dict[str, Any]] = {}
         self._reporters: dict[str, StateReporter] = {}
@@ -200,17 +235,33 @@ class EmulatorState:
     ) -> EmulatedRun:
         """Create and store a run; ``run_id`` defaults to 24 random hex digits (vendors pass their own)."""
         rid = run_id if run_id is not None else os.urandom(12).hex()
+        sc = self.scenario_or_default(scenario)
+        now = self.clock.now()
         run = EmulatedRun(
             id=rid,
             vendor=vendor,
             owner=owner,
-            scenario=self.scenario_or_default(scenario),
-            created_monotonic=time.monotonic(),
+            scenario=sc,
+            created_monotonic=now,
             created_wall=time.time(),
+            started_monotonic=now,
+            duration=run_duration(sc, rid),
             data=data if data is not None else {},
         )
         self.runs[rid] = run
         return run
+
+    def elapsed(self, run: EmulatedRun) -> float:
+        """Emulated seconds the run has been running (0 while a plan queue holds it)."""
+        if run.held_position is not None:
+            return 0.0
+        return self.clock.now() - run.started_monotonic
+
+    def remaining(self, run: EmulatedRun) -> float | None:
+        """Emulated seconds until a running, time-based run ends (None: it ends by polls, or is held)."""
+        if run.duration is None or run.held_position is not None:
+            return None
+        return max(0.0, run.duration - self.elapsed(run))
 
     def get_run(self, run_id: str, vendor: str | None = None, owner: str | None = None) -> EmulatedRun | None:
         """The run, or None if it is unknown, of another vendor, or not owned by ``owner`` (when given).
@@ -241,9 +292,11 @@ class EmulatorState:
 
         Order: a forced outcome (control API) wins at once; then the fault bursts, each consuming one poll
         (``http5xx``, then ``rate_limit``, then ``malformed``); then the normal answers, numbered ``n = index
-        - faults``: terminal when ``seconds`` have passed since the start (if set), else when ``n >= polls``
-        (never with ``polls=never``); before that ``queued`` for ``n < queued`` (``queue_position = queued -
-        n``), else ``running``. A requested cancel turns terminal ``cancelled`` from its settle poll on.
+        - faults``: terminal when the run's duration (``seconds``, on the emulator's clock) has passed since it
+        began running (if set), else when ``n >= polls`` (never with ``polls=never``); before that ``queued``
+        for ``n < queued`` (``queue_position = queued - n``), else ``running``. A requested cancel turns
+        terminal ``cancelled`` from its settle poll on. A run a plan queue holds answers ``queued`` with its
+        place in that queue.
         """
         sc = run.scenario
         delay = sc.slow
@@ -264,8 +317,10 @@ class EmulatorState:
             n = 0
         if run.cancel_settles_at_poll is not None and index >= run.cancel_settles_at_poll:
             return PollDecision("terminal", index, outcome="cancelled", delay=delay)
-        if sc.seconds is not None:
-            terminal = time.monotonic() - run.created_monotonic >= sc.seconds
+        if run.held_position is not None:
+            return PollDecision("queued", index, queue_position=run.held_position, delay=delay)
+        if run.duration is not None:
+            terminal = self.clock.now() - run.started_monotonic >= run.duration
         elif sc.polls is None:
             terminal = False
         else:
@@ -311,7 +366,10 @@ class EmulatorState:
             "polls_answered": run.polls_answered,
             "scenario": run.scenario.to_dict(),
             "created_at": _iso(run.created_wall),
-            "age_seconds": round(run.age, 6),
+            "age_seconds": round(self.clock.now() - run.created_monotonic, 6),
+            "elapsed_seconds": round(self.elapsed(run), 6),
+            "duration_seconds": run.duration,
+            "queue_position": run.held_position,
             "cancel_requested_at": None if run.cancel_requested_at is None else _iso(run.cancel_requested_at),
             "forced_outcome": run.forced_outcome,
             "data": run.data,
@@ -372,9 +430,30 @@ class EmulatorState:
     def clear_requests(self) -> None:
         self.log.clear()
 
+    # -- 429 counters ----------------------------------------------------------------------------------------
+
+    def count_rejection(self, vendor: str | None, reason: str | None) -> None:
+        """Count one 429 sent by ``vendor`` for ``reason`` (None: a scenario asked for it)."""
+        self.rejections[(vendor or "unknown", reason or "scenario")] += 1
+
+    def rejection_counts(self) -> dict[str, dict[str, int]]:
+        """``{vendor: {reason: n, ..., "total": n}}`` for every vendor that sent a 429 (control API)."""
+        out: dict[str, dict[str, int]] = {}
+        for (vendor, reason), count in sorted(self.rejections.items()):
+            per = out.setdefault(vendor, {"total": 0})
+            per[reason] = count
+            per["total"] += count
+        return out
+
     def reset(self) -> None:
-        """Forget runs, vendor stores, the log and the default scenario (state reporters stay registered)."""
+        """Forget runs, vendor stores (limits), the log, the 429 counters and the default scenario, and put the
+        clock speed and Puffle's concurrency back to what the emulator was launched with (state reporters stay
+        registered)."""
         self.runs.clear()
         self._stores.clear()
         self.log.clear()
+        self.rejections.clear()
         self.default_scenario = None
+        speed, self.puffle_concurrency = self._launch
+        if self.clock.speed != speed:
+            self.clock.set_speed(speed)
