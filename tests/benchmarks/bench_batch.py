@@ -368,9 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(_table(cases))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    results = {"args": {k: v for k, v in vars(args).items() if k != "json"}, "cases": []}
-    for c in cases:
-        results["cases"].append({**asdict(c), "ratio": c.ratio})
+    rows: list[dict[str, Any]] = [{**asdict(c), "ratio": c.ratio} for c in cases]
+    results = {"args": {k: v for k, v in vars(args).items() if k != "json"}, "cases": rows}
     args.json.write_text(json.dumps(results, indent=2, default=str))
     print(f"\nwrote {args.json}")
     return 0 if all(c.status in ("success", "skipped") for c in cases) else 1

@@ -67,6 +67,7 @@ def _until(check: Callable[[], bool], deadline: float = 20.0) -> bool:
 def test_gumloop_plan_limits_default_and_override(clean: EmulatorServer, http: httpx.Client) -> None:
     assert http.get("/_emulator/gumloop/limits").json() == {"free": 5, "pro": 25, "enterprise": 100}
     assert clean.set_limits("gumloop", pro=3) == {"free": 5, "pro": 3, "enterprise": 100}
+    bad: object
     for bad in ({"team": 3}, {"pro": 0}, {"pro": "3"}, []):
         response = http.put("/_emulator/gumloop/limits", json=bad)
         assert response.status_code == 400 and "emulator:" in response.json()["error"]

@@ -69,7 +69,7 @@ def batch_class(vendor: str) -> type[Any] | None:
 def has_start_admission(operator: type[Any]) -> bool:
     """Whether the operator (or a base) takes ``start_timeout``: start admission is in this tree."""
     return any(
-        "start_timeout" in inspect.signature(klass.__init__).parameters
+        "start_timeout" in inspect.signature(vars(klass)["__init__"]).parameters
         for klass in operator.__mro__
         if "__init__" in vars(klass)
     )
