@@ -32,9 +32,10 @@ from airflow_provider_runwatch.core.retry import ADMITTED_STARTS
 from airflow_provider_runwatch.emulator.server import EmulatorServer
 from airflow_provider_runwatch.hooks.gloriamundo import ExecuteRetryPolicy, GloriaMundoHook
 from airflow_provider_runwatch.hooks.gumloop import GumloopHook
-from airflow_provider_runwatch.operators.base import RunFailedError, RunOperator
+from airflow_provider_runwatch.operators.base import STATE_KEY, RunFailedError, RunOperator
 from airflow_provider_runwatch.operators.gloriamundo import GloriaMundoWorkflowOperator
 from airflow_provider_runwatch.operators.gumloop import (
+    GENERATION_KEY,
     GumloopAgentOperator,
     GumloopFlowOperator,
     GumloopSessionOperator,
@@ -44,7 +45,7 @@ from airflow_provider_runwatch.vendors import gloriamundo
 from airflow_provider_runwatch.vendors.gumloop import derive_session_id
 from tests.conftest import SECRET_KEY
 from tests.helpers import first_event, rehydrate
-from tests.integration.test_gumloop_operators import context
+from tests.integration.test_gumloop_operators import FakeStore, context
 
 #: Waits of tenths of a second where the vendor gives no Retry-After (Gumloop's concurrency refusal).
 QUICK = AdmissionBackoff(base=0.2, ceiling=0.4)
@@ -145,7 +146,8 @@ def test_a_free_plan_session_waits_for_a_slot_then_starts_once(
     for i in range(5):  # the plan's five slots, busy for two more seconds
         hook.create_session("agent_busy", f"busy {i} [emulator: seconds=2]")
     run_id = f"manual__admit_{deferrable}_{approvals}"
-    ctx = context(run_id)
+    store = FakeStore()
+    ctx = context(run_id, store)
     session_id = derive_session_id("dag_ops", "review", run_id, -1)
     make = lambda: quick(GumloopSessionOperator)(  # noqa: E731
         task_id="review",
@@ -154,13 +156,20 @@ def test_a_free_plan_session_waits_for_a_slot_then_starts_once(
         deferrable=deferrable,
         poll_interval=1,
         start_timeout=30,
+        timeout=20,
         on_approval_required=approvals,
     )
     answer, deferrals = run_to_end(make, ctx, deferrable)
     assert answer and "Acme" in answer
-    starts = statuses(runwatch_emulator.requests(method="POST", run_id=session_id))
+    log = runwatch_emulator.requests(method="POST", run_id=session_id)
+    starts = statuses(log)
     assert starts[-1] == 202 and set(starts[:-1]) == {429} and len(starts) >= 2, starts
+    # Durable: only the admitted start was recorded (the refused ones started nothing); the success then moved
+    # the derived id on, so a later clear starts a fresh session.
+    assert store[GENERATION_KEY] == 1 and STATE_KEY not in store
     if deferrable:
+        # ``timeout`` is about the run: counted from the start that was admitted, not from the first refusal.
+        assert deferrals[-1].trigger.deadline >= log[-1]["ts"] + 20 - 1
         waits = timers(deferrals)
         assert len(waits) == len(starts) - 1, "one timer per refusal, the worker slot free meanwhile"
         assert [d.kwargs["attempts"] for d in waits] == list(range(1, len(waits) + 1))
@@ -191,9 +200,11 @@ def test_refused_until_start_timeout_fails_with_one_line_naming_the_limit(
         prefix, words = "/api/v1/start_pipeline", "Concurrency limit reached for your plan"
     before = len(runwatch_emulator.requests(method="POST", path_prefix=prefix))
     began = time.monotonic()
+    store = FakeStore()
     with pytest.raises(RunFailedError) as info:
-        run_to_end(make, context(f"manual__timeout_{kind}_{deferrable}"), deferrable)
+        run_to_end(make, context(f"manual__timeout_{kind}_{deferrable}", store), deferrable)
     took = time.monotonic() - began
+    assert not store, "a start that was refused records nothing for a retry to reattach to"
     sent = runwatch_emulator.requests(method="POST", path_prefix=prefix)[before:]
     assert set(statuses(sent)) == {429} and len(sent) >= 3, "refused again and again, never started"
     line = check_failure_line(
@@ -221,6 +232,27 @@ def test_start_timeout_none_fails_at_the_first_refusal_without_sleeping(
     assert time.monotonic() - began < 5, "no client-side sleeps on the 429 either"
     assert len(runwatch_emulator.requests(method="POST", path_prefix="/api/v1/start_agent")) == before + 1
     check_failure_line(info.value, "start_timeout=None fails at the first refusal", "Concurrency limit reached")
+
+
+def test_admission_never_waits_past_execution_timeout(
+    secret_connections: dict[str, str], runwatch_emulator: EmulatorServer
+) -> None:
+    """Blocking: Airflow kills the task at execution_timeout; admission gives up just before, with its own line."""
+    from datetime import timedelta
+
+    op = quick(GumloopAgentOperator)(
+        task_id="review",
+        agent_id="g",
+        message="x [emulator: start_status=429]",
+        deferrable=False,
+        start_timeout=3600,
+        execution_timeout=timedelta(seconds=2),
+    )
+    began = time.monotonic()
+    with pytest.raises(RunFailedError) as info:
+        op.execute(context("manual__exec_timeout"))
+    assert 1.2 <= time.monotonic() - began < 2, "stopped at execution_timeout less its margin (a fifth of 2 s)"
+    check_failure_line(info.value, "execution_timeout leaves no time to wait longer", "Raise execution_timeout")
 
 
 # -- Puffle: 429 with Retry-After ------------------------------------------------------------------------------
