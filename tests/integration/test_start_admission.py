@@ -421,3 +421,33 @@ def test_a_5xx_start_is_not_repeated(
     with pytest.raises(ServerError):
         op.execute(context(f"manual__5xx_{vendor}_{deferrable}"))
     assert statuses(runwatch_emulator.requests(method="POST", path_prefix=prefix)[before:]) == [503]
+
+
+# -- TaskFlow: the decorators take start_timeout, and the function runs again for the start after a timer ----------
+def test_a_decorated_task_is_admitted_and_sends_what_its_function_returns(
+    secret_connections: dict[str, str], runwatch_emulator: EmulatorServer
+) -> None:
+    from airflow.sdk import DAG, task
+
+    calls: list[int] = []
+
+    def make() -> RunOperator:
+        with DAG("decorated_admission", schedule=None) as dag:
+
+            @task.puffle_chat(deferrable=True, poll_interval=0.5, start_timeout=20)
+            def ask() -> str:
+                calls.append(1)
+                return "refused [emulator: start_status=429 retry_after=1]" if len(calls) == 1 else "decorated Acme"
+
+            ask()
+        op: RunOperator = dag.get_task("ask")
+        return op
+
+    assert make().start_timeout == 20
+    before = len(runwatch_emulator.requests(method="POST", path_prefix="/api/agent/chat"))
+    answer, deferrals = drive(make, context("manual__decorated"))
+    assert answer and len(timers(deferrals)) == 1
+    assert len(calls) == 2, "once by execute, once by the resume that starts again; not by execute_complete"
+    sent = runwatch_emulator.requests(method="POST", path_prefix="/api/agent/chat")[before:]
+    assert statuses(sent) == [429, 202]
+    assert runwatch_emulator.run(sent[-1]["run_id"])["data"]["prompt"] == "decorated Acme"
