@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_runwatch.core.admission import DEFAULT_BACKOFF, DEFAULT_START_TIMEOUT, AdmissionBackoff
+from airflow_provider_runwatch.core.admission import (
+    DEFAULT_BACKOFF,
+    DEFAULT_START_TIMEOUT,
+    AdmissionBackoff,
+    admission_wait,
+    give_up_line,
+    refusal_of,
+    span,
+)
 from airflow_provider_runwatch.core.errors import ConfigurationError, RunwatchError, shorten
 from airflow_provider_runwatch.core.retry import ADMITTED_STARTS
 
@@ -377,8 +385,6 @@ class RunOperator(RunTaskMixin, BaseOperator):
                 run_id, status = self.reattach_or_start(context)
                 break
             except RunwatchError as exc:
-                from airflow_provider_runwatch.core.admission import refusal_of
-
                 refusal = refusal_of(exc)
                 if refusal is None:
                     raise  # anything but a 429 may have started the run: never start it again
@@ -407,8 +413,6 @@ class RunOperator(RunTaskMixin, BaseOperator):
     def _refused(self, context: Context, refusal: Refusal, admission: _Admission) -> None:
         """A start refused for capacity or rate: wait (on a timer, or asleep) and return to start again, or
         fail with one line once ``start_timeout`` (or ``execution_timeout``) leaves no time."""
-        from airflow_provider_runwatch.core.admission import admission_wait, give_up_line, span
-
         now = time.time()
         if admission.first_refused is None:
             admission.first_refused = now
@@ -429,9 +433,10 @@ class RunOperator(RunTaskMixin, BaseOperator):
                 and admission.task_deadline is not None
                 and admission.task_deadline < admission.first_refused + self.start_timeout
             )
+            # One line: the refusal's own traceback would only repeat what the line says.
             raise RunFailedError(
                 give_up_line(refusal, admission.attempts, waited, self.start_timeout, by_deadline=by_deadline)
-            )
+            ) from None
         assert self.start_timeout is not None  # admission_wait gives None without one
         self.log.warning(
             "%s; attempt %d, starting again in %s (%s; %s of start_timeout %s waited)",
