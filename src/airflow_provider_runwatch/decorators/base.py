@@ -59,20 +59,10 @@ class RunDecoratedOperator(DecoratedOperator):
         self.fill(context)
         return super().execute(context)
 
-    def execute_admitted(
-        self,
-        context: Context,
-        event: Any = None,
-        first_refused: float | None = None,
-        attempts: int = 0,
-        task_deadline: float | None = None,
-    ) -> Any:
-        """Resume after a refused start's timer: the start is made again, so the function runs again (its value
-        is not stored in the deferral: it may be large, or private)."""
+    def before_admitted_start(self, context: Context) -> None:
+        """The resume after a refused start's timer starts again, so the function runs again (its value is not
+        stored in the deferral: it may be large, or private)."""
         self.fill(context)
-        return super().execute_admitted(  # type: ignore[misc]
-            context, event, first_refused=first_refused, attempts=attempts, task_deadline=task_deadline
-        )
 
     def fill(self, context: Context) -> None:
         """Call the function and put its (checked) value where the operator reads its message or input."""

@@ -377,7 +377,12 @@ class RunOperator(RunTaskMixin, BaseOperator):
         task_deadline: float | None = None,
     ) -> Any:
         """Resume after the timer a refused start deferred on: start again (and wait, as ``execute`` does)."""
+        self.before_admitted_start(context)
         return self._start_and_wait(context, _Admission(task_deadline, first_refused, int(attempts)))
+
+    def before_admitted_start(self, context: Context) -> None:
+        """Called on that resume before starting again: whatever ``execute`` prepared is to be prepared again
+        (the TaskFlow decorators call their function). Nothing here."""
 
     def _start_and_wait(self, context: Context, admission: _Admission) -> Any:
         while True:
