@@ -57,20 +57,28 @@ def quick(cls: type[RunOperator]) -> type[RunOperator]:
     return type(f"Quick{cls.__name__}", (cls,), {"admission_backoff": QUICK})
 
 
-def drive(make: Callable[[], RunOperator], ctx: dict[str, Any]) -> tuple[Any, list[Any]]:
+def ctx_for(run_id: str, store: FakeStore | None = None) -> Any:
+    """A minimal task context (fake ``ti``, optional ``task_state_store``) with this test's run id."""
+    return context(run_id, store)
+
+
+def drive(make: Callable[[], RunOperator], ctx: Any) -> tuple[Any, list[Any]]:
     """Run a task to its end as Airflow would, every deferral through a rebuilt trigger and a fresh operator.
     Returns the task's result and the deferrals it made."""
     deferrals: list[Any] = []
-    step: Callable[[], Any] = lambda: make().execute(ctx)  # noqa: E731
+    method, event = "execute", None
+    kwargs: dict[str, Any] = {}
     while True:
+        operator = make()
         try:
-            return step(), no_secret_in(deferrals)
+            if method == "execute":
+                return operator.execute(ctx), no_secret_in(deferrals)
+            return getattr(operator, method)(ctx, event=event, **kwargs), no_secret_in(deferrals)
         except TaskDeferred as deferred:
             no_secret_in([deferred])
             deferrals.append(deferred)
-            payload = asyncio.run(first_event(rehydrate(deferred.trigger)))
+            event = asyncio.run(first_event(rehydrate(deferred.trigger)))
             method, kwargs = deferred.method_name, dict(deferred.kwargs or {})
-            step = lambda m=method, k=kwargs, p=payload: getattr(make(), m)(ctx, event=p, **k)  # noqa: E731
 
 
 def no_secret_in(deferrals: list[Any]) -> list[Any]:
@@ -84,7 +92,7 @@ def timers(deferrals: list[Any]) -> list[Any]:
     return [d for d in deferrals if isinstance(d.trigger, DateTimeTrigger)]
 
 
-def run_to_end(make: Callable[[], RunOperator], ctx: dict[str, Any], deferrable: bool) -> tuple[Any, list[Any]]:
+def run_to_end(make: Callable[[], RunOperator], ctx: Any, deferrable: bool) -> tuple[Any, list[Any]]:
     if deferrable:
         return drive(make, ctx)
     return make().execute(ctx), []
@@ -148,7 +156,7 @@ def test_a_free_plan_session_waits_for_a_slot_then_starts_once(
         hook.create_session("agent_busy", f"busy {i} [emulator: seconds=2]")
     run_id = f"manual__admit_{deferrable}_{approvals}"
     store = FakeStore()
-    ctx = context(run_id, store)
+    ctx = ctx_for(run_id, store)
     session_id = derive_session_id("dag_ops", "review", run_id, -1)
     make = lambda: quick(GumloopSessionOperator)(  # noqa: E731
         task_id="review",
@@ -189,7 +197,7 @@ def test_refused_until_start_timeout_fails_with_one_line_naming_the_limit(
     if kind != "agent" and not deferrable:
         pytest.skip("the blocking loop is the same for every kind: one is enough")
     directive = "[emulator: start_status=429]"
-    common = {"task_id": "review", "deferrable": deferrable, "poll_interval": 1, "start_timeout": 1.2}
+    common: dict[str, Any] = {"task_id": "review", "deferrable": deferrable, "poll_interval": 1, "start_timeout": 1.2}
     if kind == "agent":
         make = lambda: quick(GumloopAgentOperator)(agent_id="gummie_x", message=f"x {directive}", **common)  # noqa: E731
         prefix, words = "/api/v1/start_agent", "Concurrency limit reached for your plan"
@@ -203,7 +211,7 @@ def test_refused_until_start_timeout_fails_with_one_line_naming_the_limit(
     began = time.monotonic()
     store = FakeStore()
     with pytest.raises(RunFailedError) as info:
-        run_to_end(make, context(f"manual__timeout_{kind}_{deferrable}", store), deferrable)
+        run_to_end(make, ctx_for(f"manual__timeout_{kind}_{deferrable}", store), deferrable)
     took = time.monotonic() - began
     assert not store, "a start that was refused records nothing for a retry to reattach to"
     sent = runwatch_emulator.requests(method="POST", path_prefix=prefix)[before:]
@@ -229,7 +237,7 @@ def test_start_timeout_none_fails_at_the_first_refusal_without_sleeping(
         task_id="review", agent_id="g", message="x [emulator: start_status=429]", deferrable=False, start_timeout=None
     )
     with pytest.raises(RunFailedError) as info:
-        op.execute(context("manual__none"))
+        op.execute(ctx_for("manual__none"))
     sent = len(runwatch_emulator.requests(method="POST", path_prefix="/api/v1/start_agent")) - before
     assert sent == 1, "sent once: the client does not retry (and sleep on) the 429 either"
     check_failure_line(info.value, "start_timeout=None fails at the first refusal", "Concurrency limit reached")
@@ -251,7 +259,7 @@ def test_admission_never_waits_past_execution_timeout(
     )
     began = time.monotonic()
     with pytest.raises(RunFailedError) as info:
-        op.execute(context("manual__exec_timeout"))
+        op.execute(ctx_for("manual__exec_timeout"))
     assert time.monotonic() - began >= 1.5, "waited until execution_timeout less its margin (a fifth of 2 s)"
     check_failure_line(info.value, "execution_timeout leaves no time to wait longer", "Raise execution_timeout")
 
@@ -283,7 +291,7 @@ def test_puffle_waits_for_retry_after_until_admitted(
             poll_interval=0.5,
             start_timeout=30,
         )
-        answer, deferrals = run_to_end(make, context(f"manual__{marker}"), deferrable)
+        answer, deferrals = run_to_end(make, ctx_for(f"manual__{marker}"), deferrable)
     finally:
         freer.join(25)
         runwatch_emulator.set_scenario(None)
@@ -309,7 +317,7 @@ def test_puffle_refused_until_start_timeout(
         start_timeout=2.5,
     )
     with pytest.raises(RunFailedError) as info:
-        run_to_end(make, context(f"manual__puffle_timeout_{deferrable}"), deferrable)
+        run_to_end(make, ctx_for(f"manual__puffle_timeout_{deferrable}"), deferrable)
     sent = runwatch_emulator.requests(method="POST", path_prefix="/api/agent/chat")[before:]
     # Retry-After 1 s (plus up to 10 % jitter) within 2.5 s: refused at about 0, 1, 2.1 and 2.5 s; never more
     # often than Retry-After allows, and at least the first attempt and the last at start_timeout.
@@ -343,7 +351,7 @@ def test_gloriamundo_waits_for_its_execution_window_then_starts_once(
         poll_interval=0.5,
         start_timeout=30,
     )
-    result, deferrals = run_to_end(make, context(f"manual__gm_{deferrable}"), deferrable)
+    result, deferrals = run_to_end(make, ctx_for(f"manual__gm_{deferrable}"), deferrable)
     assert isinstance(result, dict)
     starts = gm_starts(runwatch_emulator, workflow)
     assert starts[0] == 200 and starts[-1] == 200 and set(starts[1:-1]) == {429} and len(starts) >= 3, starts
@@ -362,7 +370,7 @@ def test_gloriamundo_rate_refused_until_start_timeout(
         task_id="wf", workflow_id=workflow, input={"q": "x"}, deferrable=deferrable, start_timeout=1.5
     )
     with pytest.raises(RunFailedError) as info:
-        run_to_end(make, context(f"manual__gm_closed_{deferrable}"), deferrable)
+        run_to_end(make, ctx_for(f"manual__gm_closed_{deferrable}"), deferrable)
     starts = gm_starts(runwatch_emulator, workflow)
     # Retry-After is about 30 s, start_timeout 1.5 s: one wait cut to what is left, one last attempt.
     assert starts == [200, 429, 429], starts
@@ -387,7 +395,7 @@ def test_gloriamundo_spend_limit_is_not_admitted_it_fails_at_once(
         deferrable=deferrable,
     )
     with pytest.raises(ClientError) as info:  # not a TaskDeferred: no timer, no sleep
-        op.execute(context(f"manual__spend_{deferrable}"))
+        op.execute(ctx_for(f"manual__spend_{deferrable}"))
     assert "spend limit" in str(info.value).lower()
     assert gm_starts(runwatch_emulator, workflow) == [429], "sent once"
 
@@ -421,7 +429,7 @@ def test_a_5xx_start_is_not_repeated(
         prefix = "/api/v1/workflows/wf_5xx/execute"
     before = len(runwatch_emulator.requests(method="POST", path_prefix=prefix))
     with pytest.raises(ServerError):
-        op.execute(context(f"manual__5xx_{vendor}_{deferrable}"))
+        op.execute(ctx_for(f"manual__5xx_{vendor}_{deferrable}"))
     assert statuses(runwatch_emulator.requests(method="POST", path_prefix=prefix)[before:]) == [503]
 
 
@@ -442,12 +450,13 @@ def test_a_decorated_task_is_admitted_and_sends_what_its_function_returns(
                 return "refused [emulator: start_status=429 retry_after=1]" if len(calls) == 1 else "decorated Acme"
 
             ask()
-        op: RunOperator = dag.get_task("ask")
+        op = dag.get_task("ask")
+        assert isinstance(op, RunOperator)
         return op
 
     assert make().start_timeout == 20
     before = len(runwatch_emulator.requests(method="POST", path_prefix="/api/agent/chat"))
-    answer, deferrals = drive(make, context("manual__decorated"))
+    answer, deferrals = drive(make, ctx_for("manual__decorated"))
     assert answer and len(timers(deferrals)) == 1
     assert len(calls) == 2, "once by execute, once by the resume that starts again; not by execute_complete"
     sent = runwatch_emulator.requests(method="POST", path_prefix="/api/agent/chat")[before:]
