@@ -73,3 +73,69 @@ class AdmissionBackoff:
 
 
 DEFAULT_BACKOFF = AdmissionBackoff()
+
+
+def admission_wait(
+    backoff: AdmissionBackoff,
+    refusal: Refusal,
+    attempts: int,
+    *,
+    now: float,
+    first_refused: float,
+    start_timeout: float | None,
+    deadline: float | None,
+) -> float | None:
+    """Seconds to wait before starting again, or ``None`` when no time is left to try again.
+
+    ``attempts``: refusals so far (1-based). ``start_timeout`` is counted from ``first_refused``
+    (``None``: never wait); ``deadline`` is the task's own (``execution_timeout`` less its margin), which
+    a wait never passes. The last wait is cut to what is left, so the final attempt lands on the limit.
+    """
+    if start_timeout is None:
+        return None
+    bound = first_refused + start_timeout
+    if deadline is not None:
+        bound = min(bound, deadline)
+    left = bound - now
+    if left <= 0:
+        return None
+    return min(backoff.delay(refusal, attempts), left)
+
+
+def span(seconds: float) -> str:
+    """``0.8 s``, ``42 s``, ``12 min 5 s``, ``6 h``, ``2 h 30 min``: a duration as people say it."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    return f"{secs} s"
+
+
+def give_up_line(
+    refusal: Refusal, attempts: int, waited: float, start_timeout: float | None, *, by_deadline: bool
+) -> str:
+    """The one failure line of a start that stayed refused: the limit, how long and how often, what to do."""
+    more = (
+        "run fewer of these tasks at once (a pool, max_active_tis_per_dag or max_active_tasks), "
+        "or use the vendor's batch operator for many items"
+    )
+    if start_timeout is None:
+        return (
+            f"{refusal.describe()}; start_timeout=None fails at the first refusal (nothing was started). "
+            f"Set start_timeout to wait for capacity, or {more}."
+        )
+    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+    if by_deadline:
+        return (
+            f"{refusal.describe()}; still refused after {tries} over {span(waited)}, and execution_timeout "
+            f"leaves no time to wait longer (nothing was started). Raise execution_timeout, or {more}."
+        )
+    return (
+        f"{refusal.describe()}; still refused after {tries} over {span(waited)} "
+        f"(start_timeout {span(start_timeout)}; nothing was started). Raise start_timeout, or {more}."
+    )

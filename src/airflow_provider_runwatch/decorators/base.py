@@ -4,7 +4,8 @@ the operator expects its message or input, then run the operator unchanged.
 Everything after that call is the operator's own ``execute``: the run is started and recorded (``run_id`` XCom,
 ``task_state_store``), the wait defers to the triggerer, ``execute_complete`` resumes without calling the function
 again, and the answer, ``messages`` and ``run`` XComs are the operator's. A retry calls the function again (its
-value is not stored) and then reattaches to the earlier try's run as the operator does.
+value is not stored) and then reattaches to the earlier try's run as the operator does; so does the resume after a
+start the vendor refused for capacity (start admission), which starts again.
 """
 
 from __future__ import annotations
@@ -55,11 +56,20 @@ class RunDecoratedOperator(DecoratedOperator):
         super().__init__(python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs, **kwargs)
 
     def execute(self, context: Context) -> Any:
+        self.fill(context)
+        return super().execute(context)
+
+    def before_admitted_start(self, context: Context) -> None:
+        """The resume after a refused start's timer starts again, so the function runs again (its value is not
+        stored in the deferral: it may be large, or private)."""
+        self.fill(context)
+
+    def fill(self, context: Context) -> None:
+        """Call the function and put its (checked) value where the operator reads its message or input."""
         context_merge(context, self.op_kwargs)
         value = self.python_callable(*self.op_args, **determine_kwargs(self.python_callable, self.op_args, context))
-        setattr(self, self.field, self.check_value(value))
         # Not rendered as a template: a message may well contain "{{" (the function's arguments already were).
-        return super().execute(context)
+        setattr(self, self.field, self.check_value(value))
 
     def check_value(self, value: Any) -> Any:
         """Refuse a return value the operator could not send, naming the decorator and what it needs."""

@@ -17,12 +17,23 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_runwatch.core.admission import (
+    DEFAULT_BACKOFF,
+    DEFAULT_START_TIMEOUT,
+    AdmissionBackoff,
+    admission_wait,
+    give_up_line,
+    refusal_of,
+    span,
+)
 from airflow_provider_runwatch.core.errors import ConfigurationError, RunwatchError, shorten
+from airflow_provider_runwatch.core.retry import ADMITTED_STARTS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_runwatch.core.adapter import RunAdapter, RunResult
+    from airflow_provider_runwatch.core.admission import Refusal
     from airflow_provider_runwatch.core.models import RunEvent, RunStatus
     from airflow_provider_runwatch.core.retry import RetryPolicy
     from airflow_provider_runwatch.hooks.base import RunwatchHook
@@ -295,9 +306,25 @@ class RunOperator(RunTaskMixin, BaseOperator):
         ``task_state_store`` alone. Needs Airflow >= 3.3; Gumloop sessions are retry-safe on every version.
     :param reattach: deprecated alias of ``durable`` (warns once per process).
     :param max_consecutive_failures: transient poll failures in a row (network, 429, 5xx) before giving up.
+    :param start_timeout: seconds (or a timedelta) a start the vendor refuses for capacity or rate (a 429:
+        nothing was started) keeps being tried, counted from the first refusal (default 6 hours). Between
+        attempts the task waits for ``Retry-After`` or a jittered backoff (:attr:`admission_backoff`): deferred
+        on a timer that sends no request (the worker slot is free, the try number does not grow), or
+        sleeping with ``deferrable=False``. It never waits past ``execution_timeout``. When it runs out the
+        task fails with one line naming the limit. ``None`` fails at the first refusal. ``timeout`` is about
+        the run: it counts from when the run finally starts. Any other start failure (a 5xx, a dropped
+        connection) is never repeated: the run may exist.
     """
 
     ui_color = "#e8f0fe"
+    #: Starts refused with 429 are admitted here (``start_timeout``), not slept on inside the client.
+    hook_retry: ClassVar[RetryPolicy | None] = ADMITTED_STARTS
+    #: How long a refused start waits before it starts again. A class attribute, not an argument, on purpose:
+    #: it is a policy of a vendor or deployment rather than of one task, and an argument would have to be
+    #: serialized with ``partial()``/``expand()`` DAGs, which a dataclass is not. Set it on a subclass
+    #: (``class NightlySession(GumloopSessionOperator): admission_backoff = AdmissionBackoff(base=1.0)``), as
+    #: the tests do to keep their waits short; ``Retry-After`` always wins over it.
+    admission_backoff: ClassVar[AdmissionBackoff] = DEFAULT_BACKOFF
 
     def __init__(
         self,
@@ -311,6 +338,7 @@ class RunOperator(RunTaskMixin, BaseOperator):
         durable: bool = True,
         reattach: bool | None = None,
         max_consecutive_failures: int = 5,
+        start_timeout: float | timedelta | None = DEFAULT_START_TIMEOUT,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -319,6 +347,7 @@ class RunOperator(RunTaskMixin, BaseOperator):
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
         self.poll_interval = _seconds(poll_interval, "poll_interval") or self.default_poll_interval
         self.timeout = _seconds(timeout, "timeout")
+        self.start_timeout = _seconds(start_timeout, "start_timeout")
         self.cancel_on_kill = cancel_on_kill
         self.durable = _durable(durable, reattach)
         if max_consecutive_failures < 1:
@@ -336,7 +365,35 @@ class RunOperator(RunTaskMixin, BaseOperator):
     # -- flow -----------------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
         began = time.time()  # where Airflow's execution_timeout timer starts
-        run_id, status = self.reattach_or_start(context)
+        task_deadline = self.deadline(context, None, began=None if self.deferrable else began)
+        return self._start_and_wait(context, _Admission(task_deadline=task_deadline))
+
+    def execute_admitted(
+        self,
+        context: Context,
+        event: Any = None,
+        first_refused: float | None = None,
+        attempts: int = 0,
+        task_deadline: float | None = None,
+    ) -> Any:
+        """Resume after the timer a refused start deferred on: start again (and wait, as ``execute`` does)."""
+        self.before_admitted_start(context)
+        return self._start_and_wait(context, _Admission(task_deadline, first_refused, int(attempts)))
+
+    def before_admitted_start(self, context: Context) -> None:
+        """Called on that resume before starting again: whatever ``execute`` prepared is to be prepared again
+        (the TaskFlow decorators call their function). Nothing here."""
+
+    def _start_and_wait(self, context: Context, admission: _Admission) -> Any:
+        while True:
+            try:
+                run_id, status = self.reattach_or_start(context)
+                break
+            except RunwatchError as exc:
+                refusal = refusal_of(exc)
+                if refusal is None:
+                    raise  # anything but a 429 may have started the run: never start it again
+                self._refused(context, refusal, admission)  # defers, sleeps, or raises
         if not self.wait_for_completion:
             return run_id
         if status is not None and status.state.terminal:
@@ -346,7 +403,8 @@ class RunOperator(RunTaskMixin, BaseOperator):
             outcome = outcome_of(status)
             assert outcome is not None  # a terminal state always has one
             return self.finish(context, event_for(status, outcome), run_id)
-        deadline = self.deadline(context, self.timeout, began=None if self.deferrable else began)
+        # ``timeout`` is about the run: it counts from now, however long the start waited for admission.
+        deadline = _earliest(time.time() + self.timeout if self.timeout is not None else None, admission.task_deadline)
         if self.deferrable:
             self.log.info("Deferring: the triggerer polls %s every %gs", self.what(run_id), self.poll_interval)
             self.defer(
@@ -356,6 +414,59 @@ class RunOperator(RunTaskMixin, BaseOperator):
             )
         event = self.wait_blocking(run_id, deadline, stop_on_paused=self.stop_on_paused)
         return self.finish(context, event, run_id)
+
+    def _refused(self, context: Context, refusal: Refusal, admission: _Admission) -> None:
+        """A start refused for capacity or rate: wait (on a timer, or asleep) and return to start again, or
+        fail with one line once ``start_timeout`` (or ``execution_timeout``) leaves no time."""
+        now = time.time()
+        if admission.first_refused is None:
+            admission.first_refused = now
+        admission.attempts += 1
+        wait = admission_wait(
+            self.admission_backoff,
+            refusal,
+            admission.attempts,
+            now=now,
+            first_refused=admission.first_refused,
+            start_timeout=self.start_timeout,
+            deadline=admission.task_deadline,
+        )
+        waited = now - admission.first_refused
+        if wait is None:
+            by_deadline = (
+                self.start_timeout is not None
+                and admission.task_deadline is not None
+                and admission.task_deadline < admission.first_refused + self.start_timeout
+            )
+            # One line: the refusal's own traceback would only repeat what the line says.
+            raise RunFailedError(
+                give_up_line(refusal, admission.attempts, waited, self.start_timeout, by_deadline=by_deadline)
+            ) from None
+        assert self.start_timeout is not None  # admission_wait gives None without one
+        self.log.warning(
+            "%s; attempt %d, starting again in %s (%s; %s of start_timeout %s waited)",
+            refusal.describe(),
+            admission.attempts,
+            span(wait),
+            "deferring on a timer" if self.deferrable else "sleeping",
+            span(waited),
+            span(self.start_timeout),
+        )
+        if self.deferrable:
+            from datetime import datetime, timezone
+
+            from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+            self.defer(
+                trigger=DateTimeTrigger(moment=datetime.now(timezone.utc) + timedelta(seconds=wait)),
+                method_name="execute_admitted",
+                kwargs={
+                    "first_refused": admission.first_refused,
+                    "attempts": admission.attempts,
+                    "task_deadline": admission.task_deadline,
+                },
+            )
+        time.sleep(wait)
 
     def execute_complete(
         self, context: Context, event: Any = None, run_id: str | None = None, run_url: Any = _UNSET
@@ -456,6 +567,20 @@ class RunOperator(RunTaskMixin, BaseOperator):
             return
         self.log.warning("Task killed while %s was still going", self.what(self._run_id))
         self.hook.cancel(self.adapter, self._run_id)
+
+
+@dataclass
+class _Admission:
+    """Where a start stands with admission: the task's own deadline, the first refusal, refusals so far."""
+
+    task_deadline: float | None
+    first_refused: float | None = None
+    attempts: int = 0
+
+
+def _earliest(*deadlines: float | None) -> float | None:
+    present = [d for d in deadlines if d is not None]
+    return min(present) if present else None
 
 
 def _pulled_run_url(context: Context, task_id: str) -> Any:
