@@ -178,3 +178,16 @@ def test_watch_polls_each_run_and_returns_when_the_rule_holds() -> None:
     assert watch.ended[0]["state"] == "succeeded"
     assert set(watch.ended[0]) == {"index", "run_id", "state", "vendor_state", "error"}
     assert polls < 20
+
+
+def test_a_new_try_restarts_only_what_did_not_succeed() -> None:
+    plan = BatchPlan.new(3, max_concurrency=3)
+    start(plan)
+    plan.ended(0, "succeeded")
+    plan.ended(1, "failed", "tool broke")
+    plan.refused(REFUSED, now=0.0)
+    again = plan.restart_failed()
+    assert [item.index for item in again] == [1]
+    assert [item.state for item in plan.items] == ["succeeded", "pending", "running"]
+    assert plan.items[1].attempts == 1, "the next start of item 1 is its second run"
+    assert plan.not_before is None

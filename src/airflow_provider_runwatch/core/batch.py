@@ -224,6 +224,14 @@ class BatchPlan:
             changed.append(item)
         return changed
 
+    def restart_failed(self) -> list[BatchItem]:
+        """A new try takes over this plan: items that did not succeed start again (their run count kept)."""
+        again = [item for item in self.items if item.failed]
+        for item in again:
+            item.state, item.error = PENDING, None
+        self.refusals, self.not_before = 0, None
+        return again
+
     def not_started(self, why: str) -> None:
         """The batch ends with items never started (the deadline passed): they end as ``timeout``."""
         for item in self.waiting():

@@ -166,8 +166,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             plan.max_concurrency,
             plan.max_failed,
         )
-        reattached = [item for item in plan.items if item.state == "succeeded"]
-        return self._advance(context, plan, inputs, deadline, reattached)
+        return self._advance(context, plan, inputs, deadline, self._recheck(plan))
 
     def execute_complete(self, context: Context, event: Any = None, **_: Any) -> Any:
         """Back from the trigger: record what ended, fetch those answers, start more, defer again or finish."""
@@ -180,8 +179,22 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
                 "a retry reattaches to the runs it recorded"
             )
         plan = BatchPlan.from_json(saved["plan"])
-        self._chunks = int(saved.get("chunks") or 0)
         self._generation = int(saved.get("generation") or 0)
+        this_try = _try_number(context)
+        if saved.get("try") not in (None, this_try):
+            # Airflow 3.1 does not clear next_method when a deferred task fails and is retried: the new try resumes
+            # here, with the earlier try's event and XComs. Treat it as the retry it is: keep what succeeded, watch
+            # what runs, start the rest again (the stale event says nothing about this try).
+            again = plan.restart_failed()
+            self.log.warning(
+                "Try %d resumed with the state of try %s: reattaching to its batch (%d items start again)",
+                this_try,
+                saved.get("try"),
+                len(again),
+            )
+            kept = self._recheck(plan)
+            return self._advance(context, plan, self.batch_inputs(), self.deadline(context, self.timeout), kept)
+        self._chunks = int(saved.get("chunks") or 0)
         deadline = saved.get("deadline")
         if not isinstance(event, dict) or not isinstance(event.get("ended"), list):
             raise RunFailedError(f"{self.vendor_name} batch: malformed trigger event {shorten(repr(event), 200)}")
@@ -217,7 +230,13 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
                 key=ANSWERS_XCOM.format(chunk=self._chunks), value={str(k): v for k, v in self._answers.items()}
             )
             self._answers, self._chunks = {}, self._chunks + 1
-        saved = {"plan": plan.to_json(), "deadline": deadline, "chunks": self._chunks, "generation": self._generation}
+        saved = {
+            "plan": plan.to_json(),
+            "deadline": deadline,
+            "chunks": self._chunks,
+            "generation": self._generation,
+            "try": _try_number(context),
+        }
         ti.xcom_push(key=PLAN_XCOM, value=saved)
         rule = plan.resume_rule()
         trigger_class = _import(self.batch_trigger_class_path)
@@ -429,6 +448,33 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             kept.get("pending", 0),
         )
         return plan
+
+    def _recheck(self, plan: BatchPlan) -> list[BatchItem]:
+        """Before a retry goes on with an earlier try's items: one status read of each run recorded as running
+        (it may have ended after the earlier try last looked). Succeeded runs are kept, failed or cancelled ones
+        start again. Returns the succeeded items, whose answers are fetched next."""
+        from airflow_provider_runwatch.core.polling import outcome_of
+
+        for item in plan.running():
+            try:
+                status = self.hook.get_status(self.adapter, str(item.run_id))
+            except RunwatchError as exc:
+                self.log.warning(
+                    "Cannot read %s of an earlier try (%s); watching it again", self.what(str(item.run_id)), exc
+                )
+                continue
+            outcome = outcome_of(status)
+            if outcome == "success":
+                plan.ended(item.index, "succeeded")
+            elif outcome is not None:
+                self.log.info(
+                    "Item %d: %s of an earlier try ended %s; starting it again",
+                    item.index,
+                    self.what(str(item.run_id)),
+                    outcome,
+                )
+                plan.ended(item.index, "pending")
+        return [item for item in plan.items if item.state == "succeeded"]
 
     def retry_note(self) -> str:
         """What a retry without task_state_store does, per vendor."""
