@@ -351,18 +351,12 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
 
     def cancel_runs(self, run_ids: list[str]) -> None:
         """Cancel runs where the vendor can; else say once, with their ids, that they go on."""
-        from airflow_provider_runwatch.triggers.batch import name_ids
+        from airflow_provider_runwatch.triggers.batch import warn_cannot_cancel
 
         if not run_ids:
             return
         if not self.adapter.cancel_supported:
-            self.log.warning(
-                "%s has no API to cancel a %s: %d keep running on the vendor's side: %s",
-                self.vendor_name,
-                self.adapter.noun,
-                len(run_ids),
-                name_ids(run_ids),
-            )
+            warn_cannot_cancel(self.log, self.adapter, run_ids)
             return
         cancelled = sum(self.hook.cancel(self.adapter, run_id) for run_id in run_ids)
         self.log.warning(

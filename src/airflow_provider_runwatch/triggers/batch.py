@@ -39,6 +39,17 @@ def name_ids(ids: Sequence[str]) -> str:
     return shown + (f" ... and {len(ids) - IDS_PER_LINE} more" if len(ids) > IDS_PER_LINE else "")
 
 
+def warn_cannot_cancel(log: Any, adapter: RunAdapter, ids: Sequence[str]) -> None:
+    """One line, for the trigger's and the operator's kill paths alike, naming the runs that go on."""
+    log.warning(
+        "%s has no API to cancel a %s: %d keep running on the vendor's side: %s",
+        adapter.vendor.display_name,
+        adapter.noun,
+        len(ids),
+        name_ids(ids),
+    )
+
+
 class RunBatchTrigger(BaseTrigger):
     """Watches the running items of one batch until the resume rule holds; subclasses name hook and adapter."""
 
@@ -138,13 +149,7 @@ class RunBatchTrigger(BaseTrigger):
             self.log.info("cancel_on_kill is off: %d %s runs keep running: %s", len(ids), vendor, name_ids(ids))
             return
         if not self.adapter.cancel_supported:
-            self.log.warning(
-                "%s has no API to cancel a %s: %d keep running on the vendor's side: %s",
-                vendor,
-                noun,
-                len(ids),
-                name_ids(ids),
-            )
+            warn_cannot_cancel(self.log, self.adapter, ids)
             return
         hook = self.hook_class(self.conn_id)
         limit = asyncio.Semaphore(MAX_POLLS_IN_FLIGHT)
