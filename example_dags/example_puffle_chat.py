@@ -44,12 +44,12 @@ with DAG(
     )
 
     @task
-    def publish(answer: str, run: dict) -> str:
+    def publish(answer: str, run: dict[str, Any]) -> str:
         """Stand-in for posting the answer somewhere; returns what it would post."""
         tools = ", ".join(run.get("tool_calls", [])) or "no tools"
         return f"{answer[:200]} (run {run['run_id']}, {tools})"
 
-    published = publish(briefing.output, briefing.output["run"])
+    published = publish(briefing.output, briefing.output["run"])  # type: ignore[arg-type,index]  # TaskFlow: XComArgs stand for values; .output["run"] is a plain XComArg
     briefing >> wait_again
 
     tickets = ["T-1042 login loop on mobile", "T-1043 invoice shows wrong VAT", "T-1047 export times out"]
@@ -74,4 +74,4 @@ with DAG(
         print(f"stored {len(rows)} of {len(tickets)} triage answers")
         return len(rows)
 
-    store(triage.output, triage.output["runs"])
+    store(triage.output, triage.output["runs"])  # type: ignore[arg-type,index]  # TaskFlow: XComArgs stand for values

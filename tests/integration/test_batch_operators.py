@@ -47,7 +47,8 @@ class FakeTI:
 
 def run_blocking(op: Any) -> tuple[Any, FakeTI]:
     ti = FakeTI(op.task_id)
-    return op.execute({"ti": ti}), ti
+    context: Any = {"ti": ti}  # the little of a task context the operator reads
+    return op.execute(context), ti
 
 
 def gumloop_env(emulator: EmulatorServer, key: str, **extra: Any) -> dict[str, str]:
@@ -170,8 +171,9 @@ def test_over_max_failed_the_task_fails_after_every_item_ran(secret_connections:
         task_id="p", messages=MIXED, max_concurrency=1, deferrable=False, poll_interval=0.2
     )
     ti = FakeTI("p")
+    context: Any = {"ti": ti}  # the little of a task context the operator reads
     with pytest.raises(RunFailedError) as raised:
-        op.execute({"ti": ti})
+        op.execute(context)
     message = str(raised.value)
     assert "1 of 3 items did not succeed (max_failed=0)" in message
     failed_run = ti.xcoms["runs"][1]["run_id"]
@@ -234,14 +236,16 @@ async def test_trigger_on_kill_cancels_every_gumloop_session(
     runwatch_emulator: EmulatorServer, secret_connections: dict[str, str]
 ) -> None:
     hook = GumloopHook()
-    runs = [[i, hook.create_session("agent_batch_kill", f"k{i} [emulator: polls=never]").session.id] for i in range(3)]
+    runs: list[list[Any]] = [
+        [i, hook.create_session("agent_batch_kill", f"k{i} [emulator: polls=never]").session.id] for i in range(3)
+    ]
     trigger = rehydrate(
         GumloopSessionBatchTrigger(conn_id="gumloop_default", runs=runs, poll_interval=1, concurrency=3)
     )
     await trigger.on_kill()
     for _, session_id in runs:
-        assert [c["status"] for c in cancel_requests(runwatch_emulator, session_id)] == [200], session_id
-        assert runwatch_emulator.run(session_id)["cancel_requested_at"] is not None
+        assert [c["status"] for c in cancel_requests(runwatch_emulator, str(session_id))] == [200], session_id
+        assert runwatch_emulator.run(str(session_id))["cancel_requested_at"] is not None
 
 
 @pytest.mark.anyio
