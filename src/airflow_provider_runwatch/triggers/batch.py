@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -103,7 +103,7 @@ class RunBatchTrigger(BaseTrigger):
     def rule(self) -> ResumeRule:
         return ResumeRule(self.concurrency, self.waiting, self.free, self.not_before)
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    async def run(self) -> AsyncGenerator[TriggerEvent, None]:
         options = WaitOptions(self.poll_interval, self.deadline, self.max_consecutive_failures)
         vendor, noun = self.adapter.vendor.display_name, self.adapter.noun
         watch = BatchWatch(pollers_for(self.runs, vendor, noun, options, self.log), self.rule(), time.time)
