@@ -290,3 +290,22 @@ async def test_gloriamundo_polls_of_many_runs_are_spread_within_the_key_budget(
     busiest = max(sum(1 for t in times if start <= t < start + 0.95) for start in times)
     assert busiest <= 5, f"{busiest} polls of one key within a second; the budget allows 5"
     clear_budgets()
+
+
+def test_operator_on_kill_cancels_every_session_still_going(
+    runwatch_emulator: EmulatorServer, secret_connections: dict[str, str]
+) -> None:
+    """The blocking path's kill (SIGTERM, execution_timeout): Airflow calls on_kill on the task mid-batch."""
+    from airflow_provider_runwatch.core.batch import BatchPlan
+
+    hook = GumloopHook()
+    op = GumloopSessionBatchOperator(task_id="k", agent_id="agent_batch_onkill", inputs=["a", "b", "c"])
+    plan = BatchPlan.new(3, max_concurrency=3)
+    for item in plan.items[:2]:
+        plan.started(
+            item, hook.create_session("agent_batch_onkill", f"ok{item.index} [emulator: polls=never]").session.id
+        )
+    op._plan = plan  # what _advance holds while the batch runs
+    op.on_kill()
+    for item in plan.items[:2]:
+        assert [c["status"] for c in cancel_requests(runwatch_emulator, str(item.run_id))] == [200]
