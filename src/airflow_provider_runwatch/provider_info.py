@@ -72,6 +72,14 @@ CONNECTION_TYPES: dict[str, dict[str, Any]] = {
                 "description": "Set when the key is a team key: added as ?team_id= to every request.",
                 "schema": {"type": ["string", "null"]},
             },
+            "max_concurrent_runs": {
+                "label": "Max concurrent runs (plan)",
+                "description": (
+                    "Your plan's limit of unfinished agent runs (Free 5, Pro 25, Enterprise 100): the default "
+                    "max_concurrency of GumloopSessionBatchOperator. Empty: 5."
+                ),
+                "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000},
+            },
             **NETWORK_FIELDS,
         },
     },

@@ -43,7 +43,7 @@ def test_puffle_chat(deployment: Deployment, happy_runs: dict[str, dict[str, Any
     dag_id = "example_puffle_chat"
     dag_run_id = _run(deployment, happy_runs, dag_id)
     assert _states(deployment, dag_id, dag_run_id) == dict.fromkeys(
-        ["morning_briefing", "wait_for_briefing", "publish"], "success"
+        ["morning_briefing", "wait_for_briefing", "publish", "triage_tickets", "store"], "success"
     )
     run_id = deployment.xcom(dag_id, dag_run_id, "morning_briefing", "run_id")
     answer = deployment.xcom(dag_id, dag_run_id, "morning_briefing")
@@ -65,22 +65,23 @@ def test_puffle_chat(deployment: Deployment, happy_runs: dict[str, dict[str, Any
 
 
 def test_gumloop_agent_batch(deployment: Deployment, happy_runs: dict[str, dict[str, Any]]) -> None:
+    """One batch task: a session per account, the answers in account order, the ``runs`` XCom, each started once."""
     dag_id = "example_gumloop_agent_batch"
     dag_run_id = _run(deployment, happy_runs, dag_id)
-    tis = deployment.task_instances(dag_id, dag_run_id)
-    mapped = sorted((ti for ti in tis.values() if ti["task_id"] == "review_account"), key=lambda ti: ti["map_index"])
-    assert len(mapped) == 4 and all(ti["state"] == "success" for ti in mapped), tis
+    assert _states(deployment, dag_id, dag_run_id) == dict.fromkeys(["review_accounts", "load_answers"], "success")
+    accounts = ["Acme Corp", "Globex", "Initech", "Umbrella"]  # as in the example
+    prompts = [f"Review the account {a}: recent activity, open tickets and renewal risk." for a in accounts]
+    answers = deployment.xcom(dag_id, dag_run_id, "review_accounts")
+    runs = deployment.xcom(dag_id, dag_run_id, "review_accounts", "runs")
     rows = deployment.xcom(dag_id, dag_run_id, "load_answers")
-    assert len(rows) == len(mapped)
-    for ti, row in zip(mapped, rows, strict=True):
-        i = ti["map_index"]
-        session_id = deployment.xcom(dag_id, dag_run_id, "review_account", "run_id", map_index=i)
-        answer = deployment.xcom(dag_id, dag_run_id, "review_account", map_index=i)
+    assert len(prompts) == len(answers) == len(runs) == len(rows) == 4
+    for i, (prompt, answer, run, row) in enumerate(zip(prompts, answers, runs, rows, strict=True)):
+        assert (run["index"], run["state"]) == (i, "succeeded")
+        session_id = run["run_id"]
         assert answer == deployment.vendor_answer("gumloop_session", session_id)
-        prompt = ti["rendered_fields"]["input"]
         assert answer.startswith(f"Summary for '{prompt}'"), (prompt, answer)
-        # The downstream task loaded each account's own answer, in mapping order.
-        assert row["answer"] == answer and row["account"] in prompt
+        # The downstream task loaded each account's own answer, in input order.
+        assert row["answer"] == answer and row["account"] in prompt and row["session_id"] == session_id
         assert len(deployment.starts_of("gumloop_session", session_id)) == 1
 
 
@@ -88,42 +89,55 @@ def test_gloriamundo_batch(deployment: Deployment, happy_runs: dict[str, dict[st
     dag_id = "example_gloriamundo_batch"
     dag_run_id = _run(deployment, happy_runs, dag_id)
     inputs = deployment.xcom(dag_id, dag_run_id, "accounts_to_refresh")
-    tis = deployment.task_instances(dag_id, dag_run_id)
-    assert [tis[f"refresh_account[{i}]"]["state"] for i in range(len(inputs))] == ["success"] * len(inputs)
+    assert _states(deployment, dag_id, dag_run_id) == dict.fromkeys(
+        ["accounts_to_refresh", "refresh_accounts", "total_cost"], "success"
+    )
+    results = deployment.xcom(dag_id, dag_run_id, "refresh_accounts")
+    runs = deployment.xcom(dag_id, dag_run_id, "refresh_accounts", "runs")
     cents = 0
-    for i, given in enumerate(inputs):
-        run_id = deployment.xcom(dag_id, dag_run_id, "refresh_account", "run_id", map_index=i)
-        result = deployment.xcom(dag_id, dag_run_id, "refresh_account", map_index=i)
+    for i, (given, result, run) in enumerate(zip(inputs, results, runs, strict=True)):
+        run_id = run["run_id"]
+        assert (run["index"], run["state"]) == (i, "succeeded")
         assert result == deployment.vendor_answer("gloriamundo", run_id)
         assert result["input"] == given and result["summary"].startswith(f"Processed '{given['account']}'")
-        run = deployment.xcom(dag_id, dag_run_id, "refresh_account", "run", map_index=i)
         recorded = deployment.emulator.run(run_id)["data"]["cost_cents"]  # what the emulator billed
         assert run["cost"]["cost_cents"] == recorded
         cents += recorded
         assert len(deployment.starts_of("gloriamundo", run_id)) == 1
     total = deployment.xcom(dag_id, dag_run_id, "total_cost")
-    assert total["runs"] == len(inputs)
+    assert total["runs"] == len(inputs) == total["succeeded"]
     assert total["total_cost_cents"] == cents and total["total_cost_usd"] == f"${cents / 100:.2f}"
 
 
 def test_gloriamundo_task_log_tells_the_story_without_the_secret(
     deployment: Deployment, happy_runs: dict[str, dict[str, Any]]
 ) -> None:
-    """The log a user reads for one deferred workflow run: run id, state changes with progress, outcome."""
+    """The log a user reads for the deferred batch: each run's id as it starts, its state changes with progress
+    (written by the trigger on the triggerer, shown in the same task log), and the batch's outcome."""
     dag_id = "example_gloriamundo_batch"
     dag_run_id = _run(deployment, happy_runs, dag_id)
-    run_id = deployment.xcom(dag_id, dag_run_id, "refresh_account", "run_id", map_index=0)
-    log = deployment.task_log(dag_id, dag_run_id, "refresh_account", map_index=0)
+    run_id = deployment.xcom(dag_id, dag_run_id, "refresh_accounts", "runs")[0]["run_id"]
+    log = deployment.task_log(dag_id, dag_run_id, "refresh_accounts")
     what = f"GloriaMundo workflow run {run_id}"
-    assert f"Started {what}" in log, log[-3000:]
-    assert f"Deferring: the triggerer polls {what}" in log
-    # Written by the trigger on the triggerer, shown in the same task log: each change once, with progress.
+    assert f"Started item 0: {what}" in log, log[-3000:]
     progress = [line for line in log.splitlines() if f"{what}: running (vendor state 'running'), step " in line]
     assert progress, log[-3000:]
     assert len(progress) == len(set(progress))
     assert f"{what}: succeeded (vendor state 'completed'), step 5/5 Deliver results, 100%" in log, log[-3000:]
-    assert f"{what} succeeded" in log
+    assert "GloriaMundo batch over: 4 items: 4 succeeded" in log
     assert SECRET_KEY not in log
+
+
+def test_puffle_chat_batch(deployment: Deployment, happy_runs: dict[str, dict[str, Any]]) -> None:
+    dag_id = "example_puffle_chat"
+    dag_run_id = _run(deployment, happy_runs, dag_id)
+    answers = deployment.xcom(dag_id, dag_run_id, "triage_tickets")
+    runs = deployment.xcom(dag_id, dag_run_id, "triage_tickets", "runs")
+    assert [r["index"] for r in runs] == [0, 1, 2]
+    for answer, run in zip(answers, runs, strict=True):
+        assert answer == deployment.vendor_answer("puffle", run["run_id"])
+        assert len(deployment.starts_of("puffle", run["run_id"])) == 1
+    assert deployment.xcom(dag_id, dag_run_id, "store") == 3
 
 
 def test_gumloop_list_sessions(deployment: Deployment, happy_runs: dict[str, dict[str, Any]]) -> None:

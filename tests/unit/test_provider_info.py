@@ -92,7 +92,7 @@ def test_provider_info_covers_the_package() -> None:
             f"airflow_provider_runwatch.{kind}.{p.stem}" for p in (package / kind).glob("*.py") if p.stem[0] != "_"
         } - {
             f"airflow_provider_runwatch.{kind}.{shared}"
-            for shared in ("base", "lineage", "gumloop_shared", "gumloop_approvals")
+            for shared in ("base", "batch", "lineage", "gumloop_shared", "gumloop_approvals")
         }
         assert set(listed) == on_disk, kind
         for module in listed:

@@ -2,6 +2,10 @@
 
 Every operation is a one-liner over a pure builder in :mod:`airflow_provider_runwatch.vendors.gumloop`, so the
 worker's blocking path and the triggerer's asyncio path send the same requests and read them the same way.
+
+Connection extras: ``project_id``, ``team_id``, the network extras, and ``max_concurrent_runs`` (the plan's limit
+of unfinished agent runs: Free 5, Pro 25, Enterprise 100), which only the session batch operator reads, as its
+default ``max_concurrency``. The connection form shows each of them (``provider_info.CONNECTION_TYPES``).
 """
 
 from __future__ import annotations

@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow_provider_runwatch.core.errors import RunwatchError
+from airflow_provider_runwatch.core.errors import ConfigurationError, RunwatchError
 from airflow_provider_runwatch.operators.base import RunOperator, StartedRun, _import
+from airflow_provider_runwatch.operators.batch import RunBatchOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_runwatch.core.adapter import RunAdapter
+    from airflow_provider_runwatch.core.batch import BatchItem
     from airflow_provider_runwatch.core.models import RunEvent
     from airflow_provider_runwatch.hooks.gloriamundo import GloriaMundoHook
     from airflow_provider_runwatch.triggers.base import RunTrigger
@@ -85,3 +87,48 @@ class GloriaMundoWorkflowOperator(RunOperator):
                     if key in summary:
                         value[key] = summary[key]
         return value
+
+
+class GloriaMundoWorkflowBatchOperator(RunBatchOperator):
+    """Execute a GloriaMundo workflow once per input, at most ``max_concurrency`` at once, in one task.
+
+    Return value: each run's ``result`` object, in the order of ``inputs`` (``None`` where a run did not
+    succeed). XCom ``runs``: one summary per input (``index``, ``run_id``, ``state``, ``error``, ``cost``).
+
+    :param workflow_id: the workflow to execute (templated).
+    :param inputs: the workflow inputs, a list of JSON objects (templated).
+    :param max_concurrency: runs held at once (default 10).
+
+    GloriaMundo allows 10 executions and 60 status polls a minute per key: starts are paced at the key's
+    ``executions_per_minute`` (a start refused with 429 waits and starts again), and the polls of all runs of
+    the batch share the key's ``polls_per_minute``, so a batch of N inputs takes about N / 10 minutes however
+    high ``max_concurrency`` is. Plus every
+    :class:`~airflow_provider_runwatch.operators.batch.RunBatchOperator` option. GloriaMundo cannot cancel a
+    run: a kill or a timeout logs the runs that go on, with their ids. A retry on Airflow < 3.3 (no
+    ``task_state_store``) starts every input again.
+    """
+
+    __supports_durable_execution: ClassVar[bool] = True
+    template_fields: Sequence[str] = ("workflow_id", "inputs")
+    template_fields_renderers = {"inputs": "json"}
+    hook_class_path = GloriaMundoWorkflowOperator.hook_class_path
+    adapter_path = GloriaMundoWorkflowOperator.adapter_path
+    batch_trigger_class_path = "airflow_provider_runwatch.triggers.gloriamundo.GloriaMundoBatchTrigger"
+    default_poll_interval = 5.0
+    default_max_concurrency = 10
+
+    def __init__(self, *, workflow_id: str, inputs: list[dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.workflow_id = workflow_id
+        self.inputs = inputs
+
+    def check_input(self, index: int, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ConfigurationError(
+                f"{self.task_id}: inputs[{index}] must be a JSON object (a dict), got {type(value).__name__}"
+            )
+        return value
+
+    def start_item(self, context: Context, item: BatchItem, value: Any) -> StartedRun:
+        hook: GloriaMundoHook = self.hook  # type: ignore[assignment]
+        return StartedRun(hook.execute_workflow(self.workflow_id, value).run_id)

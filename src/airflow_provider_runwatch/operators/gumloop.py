@@ -1,5 +1,5 @@
-"""Gumloop operators: agent interactions, agent sessions (retry-safe, cancellable, approvals), flows, and
-session listing.
+"""Gumloop operators: agent interactions, agent sessions (retry-safe, cancellable, approvals), flows, session
+listing, and session batches.
 
 Module-level imports stay light (no httpx, no pydantic models): DAG files importing these operators are parsed
 often. Hooks, vendor models and triggers are imported when a task runs.
@@ -17,6 +17,7 @@ from airflow_provider_runwatch.core.checks import optional_whole_number, whole_n
 from airflow_provider_runwatch.core.errors import ConfigurationError
 from airflow_provider_runwatch.links import GumloopRunLink
 from airflow_provider_runwatch.operators.base import RunFailedError, RunOperator, StartedRun, _import, _try_number
+from airflow_provider_runwatch.operators.batch import RunBatchOperator
 from airflow_provider_runwatch.operators.gumloop_approvals import AirflowApprovalsMixin
 from airflow_provider_runwatch.operators.gumloop_shared import (
     HOOK,
@@ -499,3 +500,92 @@ class GumloopListSessionsOperator(BaseOperator):
             hook.close()
         self.log.info("Listed %d Gumloop sessions of agent %s (%d read)", len(found), self.agent_id, scanned)
         return found
+
+
+# -- session batches ------------------------------------------------------------------------------------------------
+#: The connection extra naming the plan's concurrency limit (Free 5, Pro 25, Enterprise 100 agent runs).
+MAX_CONCURRENT_RUNS_EXTRA = "max_concurrent_runs"
+
+
+class GumloopSessionBatchOperator(RunBatchOperator):
+    """Run one Gumloop agent session per input, at most ``max_concurrency`` at once, in one task.
+
+    Return value: the last assistant text of each session, in the order of ``inputs`` (``None`` where a
+    session did not succeed). XCom ``runs``: one summary per input (``index``, ``run_id`` = the session id,
+    ``state``, ``error``, ``usage`` with the credit cost).
+
+    :param agent_id: the agent (templated).
+    :param inputs: the messages that start the sessions (templated; a list of non-empty strings).
+    :param metadata: a JSON object stored with every session (templated).
+    :param max_concurrency: sessions held at once; default: the connection's ``max_concurrent_runs`` extra
+        (your plan's limit: Free 5, Pro 25, Enterprise 100), else 5. Over the plan's limit Gumloop refuses a
+        start with 429: the batch holds its starts back (with a growing, jittered backoff) and starts again.
+
+    Retry-safe on every Airflow version: each item's session id is derived from dag id, task id, run id, map
+    index and the item's index (``sess_airflow_`` + a hash), so a retry's create call answers 409 and
+    reattaches to the session its earlier try started. A session that failed or was cancelled starts again
+    under the next derived id. A kill, or a ``timeout`` that passes, cancels every session still going.
+    Sessions that stop for an approval (``approval_required``) end their item as ``paused`` (not a success).
+    Plus every :class:`~airflow_provider_runwatch.operators.batch.RunBatchOperator` option; ``poll_interval``
+    defaults to 3 s and may not be under 1 s.
+    """
+
+    __supports_durable_execution: ClassVar[bool] = True
+    template_fields: Sequence[str] = ("agent_id", "inputs", "metadata")
+    template_fields_renderers = {"inputs": "json", "metadata": "json"}
+    hook_class_path = HOOK
+    adapter_path = GumloopSessionOperator.adapter_path
+    batch_trigger_class_path = "airflow_provider_runwatch.triggers.gumloop.GumloopSessionBatchTrigger"
+    default_poll_interval = DEFAULT_POLL_INTERVAL
+    default_max_concurrency = 5
+
+    def __init__(
+        self, *, agent_id: str, inputs: list[str], metadata: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        check_poll_interval(self.poll_interval)
+        self.agent_id = agent_id
+        self.inputs = inputs
+        self.metadata = metadata
+
+    def check_input(self, index: int, value: Any) -> Any:
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigurationError(f"{self.task_id}: inputs[{index}] must be a non-empty string, got {value!r}")
+        return value
+
+    def connection_concurrency(self) -> int | None:
+        from airflow_provider_runwatch.core.batch import check_concurrency
+
+        value = self.hook.settings.extras.get(MAX_CONCURRENT_RUNS_EXTRA)
+        if value in (None, ""):
+            return None
+        return check_concurrency(value, f"Gumloop connection '{self.hook.conn_id}' extra '{MAX_CONCURRENT_RUNS_EXTRA}'")
+
+    def retry_note(self) -> str:
+        return "; each item's derived session id still finds the session an earlier try started"
+
+    def start_item(self, context: Context, item: Any, value: Any) -> StartedRun:
+        from airflow_provider_runwatch.core.errors import ConflictError
+        from airflow_provider_runwatch.vendors.gumloop import derive_batch_session_id
+
+        hook: GumloopHook = self.hook  # type: ignore[assignment]
+        ti = context["ti"]
+        for attempt in range(item.attempts, item.attempts + MAX_GENERATIONS):
+            session_id = derive_batch_session_id(
+                ti.dag_id, ti.task_id, ti.run_id, _map_index(ti), item.index, self._generation, attempt
+            )
+            item.attempts = attempt  # the plan counts this start on top
+            try:
+                envelope = hook.create_session(self.agent_id, value, session_id=session_id, metadata=self.metadata)
+            except ConflictError:
+                state = hook.get_session(session_id).session.state
+                if state not in DEAD_SESSION_STATES:
+                    return StartedRun(session_id, reattached=True)
+                self.log.info(
+                    "Gumloop session %s of item %d ended '%s'; starting a fresh one", session_id, item.index, state
+                )
+                continue
+            return StartedRun(envelope.session.id)
+        raise RunFailedError(
+            f"Gumloop sessions: {MAX_GENERATIONS} derived ids of item {item.index} already exist and are over"
+        )

@@ -6,6 +6,7 @@ from typing import Any
 
 from airflow_provider_runwatch.hooks.gloriamundo import GloriaMundoHook
 from airflow_provider_runwatch.triggers.base import RunTrigger
+from airflow_provider_runwatch.triggers.batch import RunBatchTrigger
 from airflow_provider_runwatch.vendors.gloriamundo import WORKFLOW_RUNS
 
 
@@ -34,3 +35,12 @@ class GloriaMundoRunTrigger(RunTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         classpath, kwargs = super().serialize()
         return classpath, {**kwargs, "poll_url": self.poll_url}
+
+
+class GloriaMundoBatchTrigger(RunBatchTrigger):
+    """Watches every running workflow run of a GloriaMundo batch. All its polls draw from the key's budget
+    (``polls_per_minute``), so N runs are each polled about every ``max(poll_interval, N * 60 / budget)`` s.
+    GloriaMundo has no cancel: ``on_kill`` logs the runs that go on, with their ids."""
+
+    hook_class = GloriaMundoHook
+    adapter = WORKFLOW_RUNS

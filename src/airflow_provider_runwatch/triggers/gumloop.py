@@ -29,6 +29,7 @@ from airflow_provider_runwatch.core.models import RunEvent
 from airflow_provider_runwatch.core.polling import Clock, Poller, WaitOptions
 from airflow_provider_runwatch.hooks.gumloop import GumloopHook
 from airflow_provider_runwatch.triggers.base import RunTrigger
+from airflow_provider_runwatch.triggers.batch import RunBatchTrigger
 from airflow_provider_runwatch.vendors import gumloop
 from airflow_provider_runwatch.vendors.gumloop import FLOWS, GUMLOOP, INTERACTIONS, SESSIONS, GumloopSession
 from airflow_provider_runwatch.vendors.gumloop_limits import check_poll_interval
@@ -65,6 +66,13 @@ class GumloopSessionTrigger(RunTrigger):
     ``stop_on_paused=False`` keeps polling through ``approval_required`` until the session resumes or the
     deadline passes (the operator's ``on_approval_required="wait"``).
     """
+
+    hook_class = GumloopHook
+    adapter = SESSIONS
+
+
+class GumloopSessionBatchTrigger(RunBatchTrigger):
+    """Watches every running session of a Gumloop session batch; ``on_kill`` cancels them all."""
 
     hook_class = GumloopHook
     adapter = SESSIONS

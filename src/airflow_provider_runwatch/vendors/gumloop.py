@@ -358,6 +358,29 @@ def derive_session_id(dag_id: str, task_id: str, run_id: str, map_index: int = -
     return DERIVED_SESSION_PREFIX + hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def derive_batch_session_id(
+    dag_id: str, task_id: str, run_id: str, map_index: int, item: int, generation: int = 0, attempt: int = 0
+) -> str:
+    """The deterministic session id of item ``item`` of a batch task instance (``sess_airflow_`` + 32 hex).
+
+    Every try derives the same id for the same item, so a retry's create call answers 409 and reattaches, on
+    any Airflow version. ``generation`` moves to fresh ids once the whole batch succeeded (a later clear);
+    ``attempt`` once the item's earlier session is over (failed or cancelled) and the item starts again.
+    """
+    parts = [
+        dag_id,
+        task_id,
+        run_id,
+        str(int(map_index)),
+        "batch",
+        str(int(item)),
+        str(int(generation)),
+        str(int(attempt)),
+    ]
+    material = "\x1f".join(parts)
+    return DERIVED_SESSION_PREFIX + hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 def _model(model: type[Any], endpoint: str) -> Any:
     return lambda payload: parse_model(model, payload, vendor=GUMLOOP.display_name, endpoint=endpoint)
 
