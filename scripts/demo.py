@@ -21,6 +21,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "example_dags"
 EVENTS_DAG = "example_gumloop_session_events"
+#: Example DAGs run at once (each its own `airflow dags test` process).
+PARALLEL_DAGS = 3
 
 
 def main() -> int:
@@ -46,6 +49,8 @@ def main() -> int:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            # Several `dags test` processes share this database (see PARALLEL_DAGS).
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db?timeout=30",
         }
     )
     from airflow_provider_runwatch.emulator.server import EmulatorServer
@@ -58,20 +63,29 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
 
         dag_ids = args.dag_ids or discover_dag_ids()
-        failures = 0
-        for dag_id in dag_ids:
+        # The event-driven example's sessions are watched (in this process) before any DAG starts.
+        confs = {dag_id: {"sessions": watch_sessions(emulator)} for dag_id in dag_ids if dag_id == EVENTS_DAG}
+
+        def dags_test(dag_id: str) -> tuple[subprocess.CompletedProcess[str], float]:
             t0 = time.monotonic()
-            extra = ["--conf", json.dumps({"sessions": watch_sessions(emulator)})] if dag_id == EVENTS_DAG else []
+            extra = ["--conf", json.dumps(confs[dag_id])] if dag_id in confs else []
             proc = subprocess.run(
                 [sys.executable, "-m", "airflow", "dags", "test", *extra, dag_id],
                 capture_output=True,
                 text=True,
                 check=False,
             )
+            return proc, time.monotonic() - t0
+
+        # A few at once: each `dags test` spends most of its ~30 s starting Airflow up and waiting on polls, so
+        # one after another the six examples took ~230 s on 2 cores; sqlite's 30 s busy timeout covers the overlap.
+        with ThreadPoolExecutor(max_workers=PARALLEL_DAGS) as pool:
+            done = list(pool.map(dags_test, dag_ids))
+        failures = 0
+        for dag_id, (proc, seconds) in zip(dag_ids, done, strict=True):
             if args.verbose:
                 print(proc.stdout + proc.stderr)
-            ok = report(dag_id, time.monotonic() - t0)
-            if not ok:
+            if not report(dag_id, seconds):
                 failures += 1
                 print(textwrap.indent((proc.stdout + proc.stderr)[-4000:], "    | "))
         print(f"\n{len(dag_ids) - failures}/{len(dag_ids)} example DAGs succeeded in {time.monotonic() - started:.0f}s")
