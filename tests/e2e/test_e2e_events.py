@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import EXAMPLE_DAG_IDS, Deployment
+from tests.e2e.conftest import ARTIFACTS, EXAMPLE_DAG_IDS, Deployment
 
 # Back in ./dev test: it missed its 150 s bound once in a full-suite run (stop 12) without saying why; a timeout
 # now names the sessions that never reached a DAG run, their emulator states and every run's state.
@@ -125,11 +125,14 @@ def test_every_finished_session_starts_exactly_one_dag_run_with_its_id(job_sched
     ids = [sid for run in runs for sid in run["session_ids"]]
     duplicates = len(ids) - len(set(ids))
     misses = len(set(done) - set(ids))
-    print(
+    figures = (
         f"e2e events: {len(done)} sessions completed, {len(failed)} failed (not watched), {len(runs)} DAG runs "
         f"started, {len(ids)} session events, {duplicates} duplicates, {misses} misses, "
         f"{time.monotonic() - started:.0f}s"
     )
+    print(figures)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "e2e-events.txt").write_text(figures + "\n")  # what the closing note quotes
     assert duplicates == 0 and misses == 0, runs
     assert sorted(ids) == sorted(done), (ids, done)
     assert all(run["state"] == "success" and run["run_type"] == "asset_triggered" for run in runs), runs
