@@ -333,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
             env = airflow_env(home, port, emulator, dags=folder)
             for vendor, var in CONN_VARS.items():
                 env[var] = emulator.connection_env(api_key=KEYS[vendor])[var]
+            # GloriaMundo's per-minute limits run on the emulator's clock: the client's budget window follows it,
+            # as a user's would follow the vendor's real minute (without it the client paces 9 starts a *real*
+            # minute, and the batch's makespan measures that pacing, not the limits).
+            gloriamundo = json.loads(env[CONN_VARS["gloriamundo"]])
+            gloriamundo["extra"] = json.dumps({"rate_window_seconds": 60.0 / args.speed})
+            env[CONN_VARS["gloriamundo"]] = json.dumps(gloriamundo)
             env.update(
                 {
                     "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",

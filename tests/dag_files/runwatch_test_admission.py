@@ -21,6 +21,8 @@ class NightlySession(GumloopSessionOperator):
     way a DAG author sets a deployment's backoff: on a subclass)."""
 
     admission_backoff: ClassVar[AdmissionBackoff] = AdmissionBackoff(base=0.3, ceiling=0.6)
+    #: Every refusal defers here, however short the wait (what is tested is the deferral).
+    admission_sleep_below: ClassVar[float] = 0.0
 
 
 with DAG("runwatch_test_admission", schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False) as dag:

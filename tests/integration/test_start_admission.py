@@ -54,7 +54,7 @@ MODES = [pytest.param(True, id="deferrable"), pytest.param(False, id="blocking")
 
 def quick(cls: type[RunOperator]) -> type[RunOperator]:
     """``cls`` with a short admission backoff, set the way a DAG author would: on a subclass."""
-    return type(f"Quick{cls.__name__}", (cls,), {"admission_backoff": QUICK})
+    return type(f"Quick{cls.__name__}", (cls,), {"admission_backoff": QUICK, "admission_sleep_below": 0.0})
 
 
 def ctx_for(run_id: str, store: FakeStore | None = None) -> Any:
@@ -284,7 +284,7 @@ def test_puffle_waits_for_retry_after_until_admitted(
     freer = threading.Thread(target=clear_after_two_refusals, daemon=True)
     freer.start()
     try:
-        make = lambda: PuffleAgentChatOperator(  # noqa: E731
+        make = lambda: quick(PuffleAgentChatOperator)(  # noqa: E731
             task_id="chat",
             message=f"{marker} Summarise Acme",
             deferrable=deferrable,
@@ -303,6 +303,24 @@ def test_puffle_waits_for_retry_after_until_admitted(
         assert len(waits) == len(sent) - 1
         moments = [w.trigger.serialize()[1]["moment"] for w in waits]
         assert all(m is not None for m in moments)
+
+
+def test_a_wait_shorter_than_a_deferral_is_worth_is_slept_on_the_worker(
+    secret_connections: dict[str, str], runwatch_emulator: EmulatorServer
+) -> None:
+    """Deferrable, but Retry-After 1 s: below ``admission_sleep_below`` (10 s) the task sleeps instead of
+    deferring (a resume costs more than the wait, and Airflow 3.3.2 can fail a task whose trigger fires within
+    seconds of its deferral); ``execute`` never raises TaskDeferred, and the start is tried again after ~1 s."""
+    before = len(runwatch_emulator.requests(method="POST", path_prefix="/api/agent/chat"))
+    task = PuffleAgentChatOperator(
+        task_id="chat", message="x [emulator: start_status=429 retry_after=1]", deferrable=True, start_timeout=2.5
+    )
+    assert task.admission_sleep_below == 10.0
+    with pytest.raises(RunFailedError, match="still refused after"):
+        task.execute(ctx_for("manual__short_waits_sleep"))  # a TaskDeferred would escape pytest.raises
+    sent = runwatch_emulator.requests(method="POST", path_prefix="/api/agent/chat")[before:]
+    # Attempts at about 0, 1, 2.1 s: started again after sleeping, within the one execute call.
+    assert set(statuses(sent)) == {429} and len(sent) >= 2, statuses(sent)
 
 
 @pytest.mark.parametrize("deferrable", MODES)
@@ -343,7 +361,7 @@ def test_gloriamundo_waits_for_its_execution_window_then_starts_once(
     set_limits(runwatch_emulator, window_seconds=2, executions=1, polls=None)
     workflow = f"wf_window_{int(deferrable)}"
     GloriaMundoHook().execute_workflow(workflow, {"q": "the one execution this window allows [emulator: polls=0]"})
-    make = lambda: GloriaMundoWorkflowOperator(  # noqa: E731
+    make = lambda: quick(GloriaMundoWorkflowOperator)(  # noqa: E731
         task_id="wf",
         workflow_id=workflow,
         input={"q": "[emulator: polls=1]"},
@@ -435,8 +453,10 @@ def test_a_5xx_start_is_not_repeated(
 
 # -- TaskFlow: the decorators take start_timeout, and the function runs again for the start after a timer ----------
 def test_a_decorated_task_is_admitted_and_sends_what_its_function_returns(
-    secret_connections: dict[str, str], runwatch_emulator: EmulatorServer
+    secret_connections: dict[str, str], runwatch_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The decorator builds its own operator class: every refusal defers here, however short the wait.
+    monkeypatch.setattr(RunOperator, "admission_sleep_below", 0.0)
     from airflow.sdk import DAG, task
 
     calls: list[int] = []

@@ -325,6 +325,12 @@ class RunOperator(RunTaskMixin, BaseOperator):
     #: (``class NightlySession(GumloopSessionOperator): admission_backoff = AdmissionBackoff(base=1.0)``), as
     #: the tests do to keep their waits short; ``Retry-After`` always wins over it.
     admission_backoff: ClassVar[AdmissionBackoff] = DEFAULT_BACKOFF
+    #: A wait shorter than this is slept on the worker, also when deferrable. A deferral costs a task start on
+    #: resume (3.5-7.5 worker-slot seconds measured on 2 cores, more than the wait), and on Airflow 3.3.2 a trigger
+    #: that fires within seconds of its deferral can lose the scheduler's stale-executor-event race
+    #: (apache/airflow#67287), which fails the task: ``./dev bench --batch`` saw 13 of 150 mapped tasks fail that
+    #: way with waits of 1-5 s. Longer waits (the backoff grows past it by the third refusal) free the slot.
+    admission_sleep_below: ClassVar[float] = 10.0
 
     def __init__(
         self,
@@ -448,11 +454,11 @@ class RunOperator(RunTaskMixin, BaseOperator):
             refusal.describe(),
             admission.attempts,
             span(wait),
-            "deferring on a timer" if self.deferrable else "sleeping",
+            "deferring on a timer" if self._defers(wait) else "sleeping",
             span(waited),
             span(self.start_timeout),
         )
-        if self.deferrable:
+        if self._defers(wait):
             from datetime import datetime, timezone
 
             from airflow.providers.standard.triggers.temporal import DateTimeTrigger
@@ -467,6 +473,11 @@ class RunOperator(RunTaskMixin, BaseOperator):
                 },
             )
         time.sleep(wait)
+
+    def _defers(self, wait: float) -> bool:
+        """Whether a refused start waits on the triggerer (else asleep on the worker): see
+        :attr:`admission_sleep_below`."""
+        return self.deferrable and wait >= self.admission_sleep_below
 
     def execute_complete(
         self, context: Context, event: Any = None, run_id: str | None = None, run_url: Any = _UNSET
