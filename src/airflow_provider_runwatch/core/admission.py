@@ -16,6 +16,7 @@ import random
 from dataclasses import dataclass
 
 from airflow_provider_runwatch.core.errors import RateLimitedError, shorten
+from airflow_provider_runwatch.core.retry import equal_jitter
 
 #: Default for ``start_timeout``: how long a refused start keeps trying before the task fails.
 DEFAULT_START_TIMEOUT = 6 * 3600.0
@@ -68,8 +69,7 @@ class AdmissionBackoff:
         if refusal.retry_after is not None:
             wait = min(self.max_retry_after, max(1.0, refusal.retry_after))
             return wait + random.uniform(0, wait * 0.1)
-        top = min(self.ceiling, self.base * 2.0 ** max(0, attempt - 1))
-        return top / 2 + random.uniform(0, top / 2)
+        return equal_jitter(self.base, self.ceiling, attempt)
 
 
 DEFAULT_BACKOFF = AdmissionBackoff()

@@ -15,6 +15,13 @@ if TYPE_CHECKING:
     from airflow_provider_runwatch.core.calls import ApiRequest
 
 
+def equal_jitter(base: float, ceiling: float, attempt: int) -> float:
+    """Exponential backoff with "equal jitter": ``base`` doubling per ``attempt`` (1-based) up to ``ceiling``,
+    half of it fixed and half random, so waiters that failed together spread out but never wait zero."""
+    top: float = min(ceiling, base * 2.0 ** max(0, attempt - 1))
+    return top / 2 + random.uniform(0, top / 2)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Retry and backoff for single calls, and the backoff shared by the polling core.
@@ -35,8 +42,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Delay before retry number ``attempt`` (1-based)."""
-        ceiling: float = min(self.max_delay, self.base_delay * 2.0 ** max(0, attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return equal_jitter(self.base_delay, self.max_delay, attempt)
 
     def delay_for(self, error: VendorAPIError, attempt: int) -> float:
         if error.retry_after is not None:
