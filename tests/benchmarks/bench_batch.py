@@ -4,11 +4,12 @@ Run it with ``./dev bench --batch`` (flags after it are passed on; ``--help`` li
 by pytest. It prints a table and writes JSON (default ``bench-results/batch.json``).
 
 What runs: the bundled emulator (its own process, clock ``--speed`` times faster) and a real Airflow 3 deployment
-started with the e2e suite's helpers (tests/e2e/conftest.py: ``airflow_env``, ``Deployment``, ``running``):
+started with the test suites' helpers (tests/deployment.py: ``airflow_env``, ``Deployment``, ``running``):
 api-server, scheduler (LocalExecutor, ``--parallelism`` worker slots, default 4 for 2 cores), dag-processor and
-triggerer, on sqlite, in a temporary AIRFLOW_HOME. Every process is stopped on the way out, on failure and on
-SIGTERM (``running`` turns SIGTERM into an interrupt and sweeps the home's processes); component logs are kept
-under test-artifacts/bench-batch-logs/.
+triggerer, on a throwaway PostgreSQL cluster (``--database sqlite`` for the file database instead: a burst of
+hundreds of task starts holds sqlite's write lock for tens of seconds), in a temporary AIRFLOW_HOME. Every
+process is stopped on the way out, on failure and on SIGTERM (``running`` turns SIGTERM into an interrupt and
+sweeps the home's processes); component logs are kept under test-artifacts/bench-batch-logs/.
 
 Scenario (issue 17): Gumloop Pro, ``--gumloop-limit`` (25) unfinished sessions per key, sessions of 30-90
 emulated seconds; GloriaMundo at ``--gm-executions`` (10) executions and ``--gm-polls`` (60) status polls per
@@ -71,14 +72,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from tests.e2e.conftest import (  # noqa: E402
+from tests.deployment import (  # noqa: E402
     AIRFLOW,
     Deployment,
-    _free_port,
-    _wait_dags,
-    _wait_healthy,
     airflow_env,
+    free_port,
+    postgres_env,
     running,
+    start_postgres,
+    wait_dags,
+    wait_healthy,
 )
 
 from airflow_provider_runwatch.emulator.server import EmulatorServer  # noqa: E402
@@ -144,6 +147,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gm-executions", type=int, default=10, help="per minute (default %(default)s)")
     parser.add_argument("--gm-polls", type=int, default=60, help="per minute (default %(default)s)")
     parser.add_argument("--puffle-concurrency", type=int, default=10, help="per key (default %(default)s)")
+    parser.add_argument(
+        "--database", choices=("postgres", "sqlite"), default="postgres", help="metadata database (default %(default)s)"
+    )
     parser.add_argument("--parallelism", type=int, default=4, help="LocalExecutor slots (default %(default)s)")
     parser.add_argument("--poll-interval", type=float, default=1.0, help="real seconds (default %(default)s)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file (default %(default)s)")
@@ -329,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         emulator = EmulatorServer(mode="process", speed=args.speed)
         emulator.start()
         try:
-            port = _free_port()
+            port = free_port()
             env = airflow_env(home, port, emulator, dags=folder)
             for vendor, var in CONN_VARS.items():
                 env[var] = emulator.connection_env(api_key=KEYS[vendor])[var]
@@ -342,7 +348,6 @@ def main(argv: list[str] | None = None) -> int:
             env.update(
                 {
                     "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db?timeout=30",
                     "AIRFLOW__CORE__PARALLELISM": str(args.parallelism),
                     "AIRFLOW__CORE__MAX_MAP_LENGTH": str(max(1024, args.items)),
                     "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
@@ -360,13 +365,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         began = time.monotonic()
         with running(dep, "bench-batch-logs"):
+            if args.database == "postgres":
+                env.update(postgres_env(start_postgres(dep)))
+            else:
+                env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{home}/airflow.db?timeout=30"
             subprocess.run([*AIRFLOW, "db", "migrate"], env=env, cwd=home, check=True, capture_output=True, timeout=300)
             dep.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1")
             dep.start("scheduler", "scheduler")
             dep.start("dag-processor", "dag-processor")
             dep.start("triggerer", "triggerer", "--capacity", str(max(1000, 2 * args.items)))
-            _wait_healthy(dep, timeout=240)
-            _wait_dags(dep, [f"bench_batch_{c.vendor}_{c.mode}" for c in runnable], timeout=240)
+            wait_healthy(dep, timeout=240)
+            wait_dags(dep, [f"bench_batch_{c.vendor}_{c.mode}" for c in runnable], timeout=240)
             print(f"[bench] deployment up in {time.monotonic() - began:.0f} s", flush=True)
             for case in runnable:
                 _run_case(dep, case, args, spans_dir)

@@ -2,21 +2,19 @@
 
 One session fixture, ``cluster``, starts in a throwaway AIRFLOW_HOME:
 
-- a PostgreSQL 15 cluster made by ``initdb`` in that directory (Debian's /usr/lib/postgresql/15/bin), on a free
-  port, durability off (a test database); as root it runs as the unprivileged ``nobody`` (PostgreSQL refuses to
-  run as root) through ``setpriv``, which execs in place, so the server stays the leader of its process group;
+- a PostgreSQL 15 cluster made by ``initdb`` in that directory, on a free port (``tests.deployment.start_postgres``,
+  as the e2e suite's);
 - ``redis-server`` on a free port without persistence, the Celery broker;
 - the bundled emulator, ``airflow api-server``, ``scheduler``, ``dag-processor``, two ``triggerer`` processes and
-  two ``celery worker`` processes (concurrency 5), each in its own process group (``Deployment.spawn`` of the
-  e2e suite: stopped on teardown, on SIGTERM and at exit).
+  two ``celery worker`` processes (concurrency 5), each in its own process group (``Deployment.spawn``:
+  stopped on teardown, on SIGTERM and at exit).
 
-Everything else (REST helpers, the emulator's request log, process control) is the e2e suite's ``Deployment``.
+Everything else (REST helpers, the emulator's request log, process control) is ``tests.deployment.Deployment``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -30,23 +28,26 @@ import pytest
 
 from airflow_provider_runwatch.emulator.gloriamundo import LIMITS_PATH
 from airflow_provider_runwatch.emulator.server import EmulatorServer
-from tests.e2e.conftest import (
+from tests.deployment import (
     AIRFLOW,
     DEFAULT_SCENARIO,
-    E2E_DAGS,
+    PG_BIN,
     SECRET_KEY,
     Deployment,
-    _free_port,
-    _wait_dags,
-    _wait_healthy,
     airflow_env,
+    free_port,
+    postgres_env,
     running,
+    start_postgres,
+    start_redis,
+    wait_dags,
+    wait_healthy,
 )
+from tests.e2e.conftest import E2E_DAGS
 
 #: The window GloriaMundo's per-key limits are counted over in this deployment (60 s at the real service).
 BUDGET_WINDOW = 6.0
 BUDGETS = ("fixed", "adaptive")
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DIST_DAGS = Path(__file__).parent / "dags"
 #: The DAGs of dags/dist_drills.py.
 DIST_DAG_IDS = ["dist_failover", "dist_steady", "dist_worker_loss", "dist_budget_fixed", "dist_budget_adaptive"]
@@ -59,18 +60,6 @@ TRIGGERER_CAPACITY = 60
 #: The first triggerer's capacity during the failover drill: exactly the failover DAG's deferred tasks, so the
 #: tasks deferred after it is full go to the second one (a deterministic spread over both).
 FAILOVER_CAPACITY = 10
-
-
-def _as_unprivileged() -> list[str]:
-    """The argv prefix that runs PostgreSQL as ``nobody`` when we are root (it refuses root); none otherwise."""
-    if os.geteuid() != 0:
-        return []
-    return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
-
-
-def _owned_by_server(path: Path) -> None:
-    if os.geteuid() == 0:
-        shutil.chown(path, "nobody", "nogroup")
 
 
 @dataclass
@@ -136,84 +125,6 @@ def budget_connections(emulator: EmulatorServer) -> dict[str, str]:
     return env
 
 
-def _async_db(pg_port: int) -> str:
-    """Airflow 3.3 builds an async engine on the metadata database too (the DAG run ``wait`` endpoint,
-    async state-store reads): asyncpg, pinned in the ``distributed`` extra."""
-    return f"postgresql+asyncpg://airflow@127.0.0.1:{pg_port}/airflow"
-
-
-def _start_postgres(dep: Deployment) -> int:
-    pg = dep.home / "pg"
-    pg.mkdir()
-    _owned_by_server(pg)
-    data = pg / "data"
-    initdb = [str(PG_BIN / "initdb"), "-D", str(data), "-U", "airflow", "-A", "trust", "--no-sync", "-E", "UTF8"]
-    subprocess.run([*_as_unprivileged(), *initdb], check=True, capture_output=True, timeout=120, cwd=pg)
-    port = _free_port()
-    dep.spawn(
-        "postgres",
-        [
-            *_as_unprivileged(),
-            str(PG_BIN / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-k",
-            str(pg),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=200",
-            "-c",
-            "shared_buffers=32MB",
-        ],
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        ready = subprocess.run(
-            [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True, check=False
-        )
-        if ready.returncode == 0:
-            break
-        if time.monotonic() > deadline or dep.procs["postgres"].poll() is not None:
-            raise RuntimeError(f"PostgreSQL did not start:\n{dep.logs('postgres')[-3000:]}")
-        time.sleep(0.3)
-    subprocess.run(
-        [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "airflow", "airflow"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return port
-
-
-def _start_redis(dep: Deployment) -> int:
-    port = _free_port()
-    redis_dir = dep.home / "redis"
-    redis_dir.mkdir()
-    # No persistence: a broker for one test session.
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    dep.spawn("redis", [*argv, "--dir", str(redis_dir), "--daemonize", "no"])
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            import redis
-
-            redis.Redis(host="127.0.0.1", port=port, socket_timeout=2).ping()
-            return port
-        except Exception:
-            if time.monotonic() > deadline or dep.procs["redis"].poll() is not None:
-                raise RuntimeError(f"redis-server did not start:\n{dep.logs('redis')[-3000:]}") from None
-            time.sleep(0.2)
-
-
 def _dags_folder(home: Path) -> Path:
     folder = home / "dags"
     folder.mkdir()
@@ -247,10 +158,9 @@ def cluster() -> Iterator[Cluster]:
     if not (PG_BIN / "initdb").exists() or shutil.which("redis-server") is None:
         pytest.fail("the distributed suite needs Debian's postgresql-15 and redis-server (./dev test installs them)")
     home = Path(tempfile.mkdtemp(prefix="runwatch-dist-home-"))
-    home.chmod(0o711)  # the unprivileged PostgreSQL server must reach its data directory inside
     emulator = EmulatorServer(mode="process", scenario=DEFAULT_SCENARIO)
     emulator.start()
-    port = _free_port()
+    port = free_port()
     env = airflow_env(home, port, emulator, dags=_dags_folder(home))
     env.update(budget_connections(emulator))
     dep = Deployment(home=home, env=env, api_url=f"http://127.0.0.1:{port}", emulator=emulator)
@@ -258,15 +168,11 @@ def cluster() -> Iterator[Cluster]:
         # GloriaMundo's per-key limits (10 executions, 60 polls) counted over 6 s instead of a minute: the budget
         # drill's 40 runs take seconds, not minutes. The budget connections count over the same window.
         httpx.put(f"{emulator.url}{LIMITS_PATH}", json={"window_seconds": BUDGET_WINDOW}, timeout=10).raise_for_status()
-        pg_port = _start_postgres(dep)
-        redis_port = _start_redis(dep)
-        db = f"postgresql+psycopg2://airflow@127.0.0.1:{pg_port}/airflow"
+        pg_port = start_postgres(dep)
+        redis_port = start_redis(dep)
+        env.update(postgres_env(pg_port))
         env.update(
             {
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db,
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": _async_db(pg_port),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "3",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "5",
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "16",
                 "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{redis_port}/0",
@@ -292,7 +198,7 @@ def cluster() -> Iterator[Cluster]:
         c.start_triggerer(TRIGGERERS[0], capacity=FAILOVER_CAPACITY)
         for name in WORKERS:
             c.start_worker(name)
-        _wait_healthy(dep)
+        wait_healthy(dep)
         _wait_workers(dep)
-        _wait_dags(dep, DIST_DAG_IDS)
+        wait_dags(dep, DIST_DAG_IDS)
         yield c

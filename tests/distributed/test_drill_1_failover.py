@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.deployment import ARTIFACTS
 from tests.distributed.conftest import FAILOVER_CAPACITY, TRIGGERER_CAPACITY, TRIGGERERS, Cluster
-from tests.e2e.conftest import ARTIFACTS
 from tests.e2e.dags.e2e_drills import SUBJECTS
 
 # The first test's setup includes the deployment's start-up (2-3 minutes on 2 busy cores).

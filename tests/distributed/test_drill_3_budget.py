@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.deployment import ARTIFACTS
 from tests.distributed.conftest import BUDGETS, WORKERS, Cluster
-from tests.e2e.conftest import ARTIFACTS
 
 # Minutes of wall time on 2 cores (80 Airflow tasks, each started and resumed on a worker): not in ./dev test.
 pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.timeout(1200)]

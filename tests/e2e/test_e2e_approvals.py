@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, SECRET_KEY, Deployment
+from tests.deployment import ARTIFACTS, SECRET_KEY, Deployment
 from tests.e2e.test_e2e_browser import page  # noqa: F401  (the browser fixture, reused)
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ import pytest
 
 from airflow_provider_runwatch import get_provider_info
 from airflow_provider_runwatch.emulator.state import fingerprint
-from tests.e2e.conftest import ARTIFACTS, SECRET_KEY, Deployment
+from tests.deployment import ARTIFACTS, SECRET_KEY, Deployment
 from tests.e2e.dags.e2e_ui_connections import UI_CONN_IDS
 
 if TYPE_CHECKING:

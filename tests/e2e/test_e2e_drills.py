@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, SECRET_KEY, Deployment
+from tests.deployment import ARTIFACTS, SECRET_KEY, Deployment
 from tests.e2e.dags.e2e_drills import DEADLINE_AFTER_RESTART, DEADLINE_IN_DOWNTIME, SUBJECTS, SURVIVE_SECONDS
 
 pytestmark = pytest.mark.e2e

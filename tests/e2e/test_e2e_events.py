@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, EXAMPLE_DAG_IDS, Deployment
+from tests.deployment import ARTIFACTS, Deployment
+from tests.e2e.conftest import EXAMPLE_DAG_IDS
 
 # Back in ./dev test: it missed its 150 s bound once in a full-suite run (stop 12) without saying why; a timeout
 # now names the sessions that never reached a DAG run, their emulator states and every run's state.

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import SECRET_KEY, Deployment
+from tests.deployment import SECRET_KEY, Deployment
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ One DAG run, the drills side by side (task ids name them):
 
 Every session takes 20 polls (1 s apart) to pause and as many to resume after an answer, so no trigger fires
 within seconds of its deferral: Airflow 3.3.2's scheduler can then fail the task on the worker's stale "success"
-for the deferral (apache/airflow#67287, see tests/e2e/conftest.py).
+for the deferral (apache/airflow#67287, see tests/deployment.py).
 """
 
 from __future__ import annotations
