@@ -2,8 +2,7 @@
 ``AsyncApiClient`` of a Puffle connection as a trigger holds one, against the emulator over https (a CA made
 at run time), first directly, then through a real tinyproxy with BasicAuth, in the same run.
 
-Run it with ``python tests/benchmarks/bench_proxy.py --n 1000 --window 20`` in the newest venv (not yet wired
-into ``./dev bench``).
+Run it with ``./dev bench --proxy`` (flags after it are passed on, e.g. ``--n 1000 --window 20``).
 Prints, per variant: polls achieved vs offered, the provider process's CPU per poll, the emulator's and the
 proxy's CPU; then the ratio of CPU per poll proxied / direct (target at most 1.3) and the share of polls
 achieved (target at least 95 %). Every process it starts is on loopback, in a temporary directory, and is
