@@ -37,10 +37,10 @@ from airflow_provider_runwatch.operators.base import (
     RunFailedError,
     RunTaskMixin,
     StartedRun,
-    _default_deferrable,
-    _import,
-    _seconds,
-    _try_number,
+    default_deferrable,
+    import_attribute,
+    seconds,
+    try_number,
 )
 
 if TYPE_CHECKING:
@@ -107,9 +107,9 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
         if isinstance(max_failed, bool) or not isinstance(max_failed, int) or max_failed < 0:
             raise ConfigurationError(f"max_failed must be a whole number >= 0, got {max_failed!r}")
         self.max_failed = max_failed
-        self.deferrable = _default_deferrable() if deferrable is None else deferrable
-        self.poll_interval = _seconds(poll_interval, "poll_interval") or self.default_poll_interval
-        self.timeout = _seconds(timeout, "timeout")
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = seconds(poll_interval, "poll_interval") or self.default_poll_interval
+        self.timeout = seconds(timeout, "timeout")
         self.cancel_on_kill = cancel_on_kill
         self.durable = bool(durable)
         if max_consecutive_failures < 1:
@@ -180,7 +180,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             )
         plan = BatchPlan.from_json(saved["plan"])
         self._generation = int(saved.get("generation") or 0)
-        this_try = _try_number(context)
+        this_try = try_number(context)
         if saved.get("try") not in (None, this_try):
             # Airflow 3.1 does not clear next_method when a deferred task fails and is retried: the new try resumes
             # here, with the earlier try's event and XComs. Treat it as the retry it is: keep what succeeded, watch
@@ -235,11 +235,11 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             "deadline": deadline,
             "chunks": self._chunks,
             "generation": self._generation,
-            "try": _try_number(context),
+            "try": try_number(context),
         }
         ti.xcom_push(key=PLAN_XCOM, value=saved)
         rule = plan.resume_rule()
-        trigger_class = _import(self.batch_trigger_class_path)
+        trigger_class = import_attribute(self.batch_trigger_class_path)
         trigger = trigger_class(
             conn_id=self.hook.conn_id,
             runs=[[item.index, item.run_id] for item in plan.running()],
@@ -414,7 +414,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
         plan = BatchPlan.new(count, self.concurrency(), self.max_failed)
         store = self.state_store(context)
         if store is None:
-            if self.durable and context.get("ti") is not None and _try_number(context) > 1:
+            if self.durable and context.get("ti") is not None and try_number(context) > 1:
                 self.log.warning(
                     "task_state_store needs Airflow >= 3.3: this retry cannot find the runs of its earlier try%s",
                     self.retry_note(),

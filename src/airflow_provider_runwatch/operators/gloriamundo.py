@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_runwatch.core.errors import ConfigurationError, RunwatchError
-from airflow_provider_runwatch.operators.base import RunOperator, StartedRun, _import
+from airflow_provider_runwatch.operators.base import RunOperator, StartedRun, import_attribute
 from airflow_provider_runwatch.operators.batch import RunBatchOperator
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class GloriaMundoWorkflowOperator(RunOperator):
     @property
     def adapter(self) -> RunAdapter:
         """Polls the execute answer's ``poll_url`` once this task started the run (the documented path else)."""
-        adapter: RunAdapter = _import(self.adapter_path)
+        adapter: RunAdapter = import_attribute(self.adapter_path)
         return adapter.with_poll_url(getattr(self, "_poll_url", None))
 
     def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
