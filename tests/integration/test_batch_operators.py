@@ -7,14 +7,21 @@ tests (tests/dag_runs/test_batch_dag.py) run the same operators deferred, throug
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+
+try:
+    from airflow.sdk.exceptions import TaskDeferred
+except ImportError:  # Airflow < 3.2
+    from airflow.exceptions import TaskDeferred  # type: ignore[no-redef,attr-defined,unused-ignore]
 
 from airflow_provider_runwatch.core.ratelimit import clear_budgets
 from airflow_provider_runwatch.emulator.server import EmulatorServer
@@ -49,6 +56,43 @@ def run_blocking(op: Any) -> tuple[Any, FakeTI]:
     ti = FakeTI(op.task_id)
     context: Any = {"ti": ti}  # the little of a task context the operator reads
     return op.execute(context), ti
+
+
+def run_deferred(make: Any, ti: FakeTI, store: Any = None) -> tuple[Any, list[Any]]:
+    """Run a batch task to its end as Airflow would: each deferral's trigger serialized, rebuilt and driven like
+    a triggerer's, its event handed to ``execute_complete`` of a fresh operator (XComs kept in ``ti``).
+    Returns the result and the deferrals."""
+    context: Any = {"ti": ti} if store is None else {"ti": ti, "task_state_store": store}
+    deferrals: list[Any] = []
+    event: Any = None
+    while True:
+        op = make()
+        try:
+            result = op.execute_complete(context, event) if deferrals else op.execute(context)
+        except TaskDeferred as deferred:
+            deferrals.append(deferred)
+            event = asyncio.run(first_event(rehydrate(deferred.trigger)))
+            continue
+        for made in deferrals:
+            assert SECRET_KEY not in json.dumps(made.trigger.serialize()[1])
+        return result, deferrals
+
+
+@pytest.fixture
+def gm_own_key(runwatch_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``gloriamundo_default`` on a key of this test's own (the emulator counts executions per key), its client
+    budget counted over 6 s instead of a minute (polls 0.12 s apart, not 1.2 s: a short test, below the
+    emulator's 60 polls a minute for the few polls it sends)."""
+    key = f"{SECRET_KEY}_gm_{time.time_ns()}"
+    conn = {
+        "conn_type": "gloriamundo",
+        "host": runwatch_emulator.gloriamundo_url,
+        "password": key,
+        "extra": json.dumps({"rate_window_seconds": 6}),
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_GLORIAMUNDO_DEFAULT", json.dumps(conn))
+    clear_budgets()
+    return key
 
 
 def gumloop_env(emulator: EmulatorServer, key: str, **extra: Any) -> dict[str, str]:
@@ -148,6 +192,31 @@ def test_gloriamundo_executions_limit_is_admitted(runwatch_emulator: EmulatorSer
     assert 429 in [e["status"] for e in executes], "6 starts at 3 per window: the limit must have bitten"
 
 
+def test_gloriamundo_batch_polls_the_poll_url_each_start_returned(
+    runwatch_emulator: EmulatorServer, gm_own_key: str
+) -> None:
+    """Deferred, through rebuilt triggers: each run's poll target travels with it (plan, trigger kwargs) and every
+    poll and the result fetch go where its execute answer said, as the single-run trigger's do."""
+    workflow = f"wf_poll_url_{time.time_ns()}"
+    inputs = [{"account": f"a{i} [emulator: polls=1]"} for i in range(3)]
+
+    def make() -> GloriaMundoWorkflowBatchOperator:
+        return GloriaMundoWorkflowBatchOperator(
+            task_id="gm", workflow_id=workflow, inputs=inputs, max_concurrency=3, deferrable=True, poll_interval=0.2
+        )
+
+    ti = FakeTI("gm")
+    answers, deferrals = run_deferred(make, ti)
+    assert [a["input"] for a in answers] == [{"account": f"a{i}"} for i in range(3)]
+    run_ids = [r["run_id"] for r in ti.xcoms["runs"]]
+    kwargs_runs = deferrals[0].trigger.serialize()[1]["runs"]
+    assert [row[:2] for row in kwargs_runs] == [[i, r] for i, r in enumerate(run_ids)]
+    assert [row[2] for row in kwargs_runs] == [f"/api/v1/runs/{r}/status" for r in run_ids], "the execute answers"
+    for run_id, (_, _, poll_url) in zip(run_ids, kwargs_runs, strict=True):
+        gets = runwatch_emulator.requests(vendor="gloriamundo", method="GET", run_id=run_id)
+        assert len(gets) >= 2 and {g["path"] for g in gets} == {poll_url}, "polls and the result fetch alike"
+
+
 # -- max_failed both ways -----------------------------------------------------------------------------------------
 MIXED = [
     "ok 0 [emulator: polls=1]",
@@ -200,7 +269,8 @@ async def test_trigger_event_is_small_and_coalesced(secret_connections: dict[str
     runs = [[i, hook.start_chat(f"SECRET-LOOKING-INPUT {t}").runId] for i, t in enumerate(texts)]
     trigger = PuffleChatBatchTrigger(conn_id="puffle_default", runs=runs, poll_interval=0.2, concurrency=8, waiting=5)
     rebuilt = rehydrate(trigger)
-    assert isinstance(rebuilt, RunBatchTrigger) and rebuilt.runs == [tuple(r) for r in runs]
+    assert isinstance(rebuilt, RunBatchTrigger) and rebuilt.runs == [(i, r, None) for i, r in runs]
+    assert trigger.serialize()[1]["runs"] == runs, "no poll_url where the start gave none: the kwargs stay short"
     event = await first_event(rebuilt)
     # 8 // 4 = 2 slots worth a return: the two quick runs, together; the slow one is still going.
     assert event["kind"] == "batch" and event["message"] == ""
@@ -290,6 +360,39 @@ async def test_gloriamundo_polls_of_many_runs_are_spread_within_the_key_budget(
     busiest = max(sum(1 for t in times if start <= t < start + 0.95) for start in times)
     assert busiest <= 5, f"{busiest} polls of one key within a second; the budget allows 5"
     clear_budgets()
+
+
+def test_the_batch_polls_where_the_single_run_path_polls() -> None:
+    """One choice of poll target (the adapter's ``with_poll_url``) for both paths: a ``poll_url`` elsewhere on the
+    API (a future path) is followed by the batch trigger, the blocking batch and the result fetch, exactly as by
+    the single-run trigger and operator; a run without one is polled at the documented path."""
+    from airflow_provider_runwatch.core.batch import BatchItem, status_calls
+    from airflow_provider_runwatch.core.connection import ConnectionSettings
+    from airflow_provider_runwatch.operators.gloriamundo import GloriaMundoWorkflowOperator
+    from airflow_provider_runwatch.triggers.gloriamundo import GloriaMundoBatchTrigger, GloriaMundoRunTrigger
+    from airflow_provider_runwatch.vendors.gloriamundo import GLORIAMUNDO
+
+    settings = ConnectionSettings(
+        vendor=GLORIAMUNDO, conn_id="g", base_url="https://app.gloriamundo.com/api/v1", api_key="k1234"
+    )
+    moved_id, plain_id = str(uuid.uuid4()), str(uuid.uuid4())
+    moved = f"/api/v1/workflow-runs/{moved_id}/status"
+    single_trigger = GloriaMundoRunTrigger(conn_id="g", run_id=moved_id, poll_interval=1, poll_url=moved)
+    single_operator = GloriaMundoWorkflowOperator(task_id="one", workflow_id="wf")
+    single_operator._poll_url = moved
+    single = single_trigger.adapter.status_call(settings, moved_id).request.path
+    assert single == single_operator.adapter.result_call(settings, moved_id).request.path
+    assert single == f"/workflow-runs/{moved_id}/status"
+
+    batch_trigger = rehydrate(
+        GloriaMundoBatchTrigger(conn_id="g", runs=[[0, moved_id, moved], [1, plain_id]], poll_interval=1, concurrency=2)
+    )
+    calls = status_calls(batch_trigger.adapter, settings, batch_trigger.runs)
+    assert calls[0].request.path == single
+    assert calls[1].request.path == f"/runs/{plain_id}/status", "no poll_url: the documented path"
+    batch_operator = GloriaMundoWorkflowBatchOperator(task_id="many", workflow_id="wf", inputs=[{}])
+    item = BatchItem(0, moved_id, "succeeded", poll_url=moved)
+    assert batch_operator.item_adapter(item).result_call(settings, moved_id).request.path == single
 
 
 def test_operator_on_kill_cancels_every_session_still_going(

@@ -15,6 +15,8 @@ from airflow_provider_runwatch.core.batch import (
     ResumeRule,
     check_concurrency,
     pollers_for,
+    ref_rows,
+    run_refs,
 )
 from airflow_provider_runwatch.core.errors import ConfigurationError
 from airflow_provider_runwatch.core.models import RunState, RunStatus
@@ -191,3 +193,15 @@ def test_a_new_try_restarts_only_what_did_not_succeed() -> None:
     assert [item.state for item in plan.items] == ["succeeded", "pending", "running"]
     assert plan.items[1].attempts == 1, "the next start of item 1 is its second run"
     assert plan.not_before is None
+
+
+def test_each_item_keeps_where_its_start_said_to_poll() -> None:
+    plan = BatchPlan.new(3, max_concurrency=3)
+    plan.started(plan.items[0], "run_0", "/api/v1/runs/run_0/status")
+    plan.started(plan.items[1], "run_1")
+    assert plan.running_refs() == [(0, "run_0", "/api/v1/runs/run_0/status"), (1, "run_1", None)]
+    rows = ref_rows(plan.running_refs())
+    assert rows == [[0, "run_0", "/api/v1/runs/run_0/status"], [1, "run_1"]], "no poll_url: the row stays short"
+    assert run_refs(rows) == plan.running_refs()
+    assert BatchPlan.from_json(json.loads(json.dumps(plan.to_json()))) == plan
+    assert plan.items[1].to_json() == [1, "run_1", "running", None, 1, None], "the row of 0.1, unchanged"

@@ -86,6 +86,8 @@ class StartedRun:
     url: str | None = None
     #: The start call found the run already there (e.g. an idempotency-key conflict) instead of starting it.
     reattached: bool = False
+    #: Where the start answer said to poll the run (GloriaMundo's ``poll_url``); ``None``: the documented path.
+    poll_url: str | None = None
 
 
 class RunTaskMixin:

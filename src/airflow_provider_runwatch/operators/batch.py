@@ -46,6 +46,7 @@ from airflow_provider_runwatch.operators.base import (
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_runwatch.core.adapter import RunAdapter
     from airflow_provider_runwatch.core.batch import BatchItem, BatchPlan
 
 #: task_state_store keys (Airflow >= 3.3): the batch's header, and one per item.
@@ -224,6 +225,8 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             ended = plan.apply_events(self._wait_blocking(plan, deadline))
 
     def _defer(self, context: Context, plan: BatchPlan, deadline: float | None) -> None:
+        from airflow_provider_runwatch.core.batch import ref_rows
+
         ti = context["ti"]
         if self._answers:
             ti.xcom_push(
@@ -242,7 +245,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
         trigger_class = import_attribute(self.batch_trigger_class_path)
         trigger = trigger_class(
             conn_id=self.hook.conn_id,
-            runs=[[item.index, item.run_id] for item in plan.running()],
+            runs=ref_rows(plan.running_refs()),
             poll_interval=self.poll_interval,
             concurrency=rule.concurrency,
             waiting=rule.waiting,
@@ -256,17 +259,17 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
 
     def _wait_blocking(self, plan: BatchPlan, deadline: float | None) -> list[dict[str, Any]]:
         """The ``deferrable=False`` wait: the trigger's schedule and rule, polling on the worker."""
-        from airflow_provider_runwatch.core.batch import BatchWatch, pollers_for
+        from airflow_provider_runwatch.core.batch import BatchWatch, pollers_for, status_calls
         from airflow_provider_runwatch.core.polling import WaitOptions
         from airflow_provider_runwatch.core.retry import NO_RETRY
 
         hook, adapter = self.hook, self.adapter
-        runs = [(item.index, str(item.run_id)) for item in plan.running()]
+        runs = plan.running_refs()
         options = WaitOptions(self.poll_interval, deadline, self.max_consecutive_failures)
         watch = BatchWatch(
             pollers_for(runs, self.vendor_name, adapter.noun, options, self.log), plan.resume_rule(), time.time
         )
-        calls = {index: adapter.status_call(hook.settings, adapter.validate_run_id(run_id)) for index, run_id in runs}
+        calls = status_calls(adapter, hook.settings, runs)
         while not watch.due():
             wake = watch.wake_at()
             nxt = watch.next_due()
@@ -314,10 +317,14 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
                 self.log.warning("%s batch item %d could not be started: %s", self.vendor_name, item.index, why)
                 self._record(store, item)
                 continue
-            plan.started(item, started.run_id)
+            plan.started(item, started.run_id, started.poll_url)
             verb = "Reattached item %d to" if started.reattached else "Started item %d:"
             self.log.info(f"{verb} %s", item.index, self.what(started.run_id))
             self._record(store, item)
+
+    def item_adapter(self, item: BatchItem) -> RunAdapter:
+        """The adapter reading ``item``'s run where its start said, as the single-run operator reads its run."""
+        return self.adapter.with_poll_url(item.poll_url)
 
     # -- collecting -----------------------------------------------------------------------------------
     def _collect(self, context: Context, plan: BatchPlan, ended: list[BatchItem]) -> None:
@@ -327,7 +334,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
         for item in ended:
             if item.state == "succeeded" and item.run_id is not None:
                 try:
-                    result = self.hook.get_result(self.adapter, item.run_id)
+                    result = self.hook.get_result(self.item_adapter(item), item.run_id)
                 except RunwatchError as exc:
                     plan.ended(item.index, "error", f"succeeded but its result could not be fetched: {exc}")
                 else:
@@ -401,7 +408,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
         try:
             store.set(
                 ITEM_KEY.format(index=item.index),
-                {"run_id": item.run_id, "state": item.state, "attempts": item.attempts},
+                {"run_id": item.run_id, "state": item.state, "attempts": item.attempts, "poll_url": item.poll_url},
             )
         except Exception as exc:  # the store is for retries; the batch itself goes on
             self.log.warning("task_state_store write for item %d failed: %s", item.index, exc)
@@ -431,6 +438,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             if not isinstance(saved, dict) or not saved.get("run_id"):
                 continue
             item.run_id, item.attempts = str(saved["run_id"]), int(saved.get("attempts") or 1)
+            item.poll_url = str(saved["poll_url"]) if saved.get("poll_url") else None
             if saved.get("state") in ("succeeded", "running"):
                 item.state = str(saved["state"])
         kept = plan.counts()
@@ -451,7 +459,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
 
         for item in plan.running():
             try:
-                status = self.hook.get_status(self.adapter, str(item.run_id))
+                status = self.hook.get_status(self.item_adapter(item), str(item.run_id))
             except RunwatchError as exc:
                 self.log.warning(
                     "Cannot read %s of an earlier try (%s); watching it again", self.what(str(item.run_id)), exc

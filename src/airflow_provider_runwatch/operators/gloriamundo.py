@@ -131,4 +131,5 @@ class GloriaMundoWorkflowBatchOperator(RunBatchOperator):
 
     def start_item(self, context: Context, item: BatchItem, value: Any) -> StartedRun:
         hook: GloriaMundoHook = self.hook  # type: ignore[assignment]
-        return StartedRun(hook.execute_workflow(self.workflow_id, value).run_id)
+        started = hook.execute_workflow(self.workflow_id, value)
+        return StartedRun(started.run_id, poll_url=started.poll_url)

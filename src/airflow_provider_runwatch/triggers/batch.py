@@ -5,8 +5,10 @@ says enough runs ended to start more, or all of them did.
 Each run is polled through its own :class:`~airflow_provider_runwatch.core.polling.Poller` (the deadline,
 backoff, ``Retry-After`` and failure budget of the single-run trigger); the polls of all runs go through the
 hook's client, so a per-key budget (GloriaMundo's 60 polls a minute) spreads them evenly instead of letting
-them burst. Kwargs carry the running items' index and run id only (at most ``max_concurrency``, never the
-inputs or a secret); the event carries ids, states and short errors of the runs that ended.
+them burst. Each run is polled where its start said (GloriaMundo's ``poll_url``), the same choice the
+single-run trigger makes (:func:`~airflow_provider_runwatch.core.batch.status_calls`). Kwargs carry the running
+items' index, run id and that ``poll_url`` only (at most ``max_concurrency``, never the inputs or a secret);
+the event carries ids, states and short errors of the runs that ended.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_runwatch.core.batch import BatchWatch, ResumeRule, pollers_for
+from airflow_provider_runwatch.core.batch import BatchWatch, ResumeRule, pollers_for, ref_rows, run_refs, status_calls
 from airflow_provider_runwatch.core.polling import WaitOptions
 from airflow_provider_runwatch.core.retry import NO_RETRY
 
@@ -72,8 +74,9 @@ class RunBatchTrigger(BaseTrigger):
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.conn_id = conn_id
-        #: ``[[index, run_id], ...]``: the items still going when the task deferred.
-        self.runs = [(int(index), str(run_id)) for index, run_id in runs]
+        #: ``(index, run_id, poll_url)`` of the items still going when the task deferred (kwargs: ``[[index,
+        #: run_id, poll_url], ...]``, ``poll_url`` left out where there is none, as in triggers of 0.1).
+        self.runs = run_refs(runs)
         self.poll_interval = float(poll_interval)
         self.concurrency = int(concurrency)
         self.waiting = int(waiting)
@@ -88,7 +91,7 @@ class RunBatchTrigger(BaseTrigger):
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "conn_id": self.conn_id,
-                "runs": [[index, run_id] for index, run_id in self.runs],
+                "runs": ref_rows(self.runs),
                 "poll_interval": self.poll_interval,
                 "concurrency": self.concurrency,
                 "waiting": self.waiting,
@@ -111,9 +114,7 @@ class RunBatchTrigger(BaseTrigger):
         try:
             hook = self.hook_class(self.conn_id)
             async with hook.async_client() as client:
-                calls = {
-                    i: self.adapter.status_call(client.settings, self.adapter.validate_run_id(r)) for i, r in self.runs
-                }
+                calls = status_calls(self.adapter, client.settings, self.runs)
 
                 async def poll(index: int) -> None:
                     poller = watch.pollers[index]
@@ -141,7 +142,7 @@ class RunBatchTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """Airflow >= 3.3, on a user's mark-failed/success or clear: cancel every run still going where the
         vendor can, else say once which runs go on."""
-        ids = [run_id for _, run_id in self.runs]
+        ids = [run_id for _, run_id, _ in self.runs]
         if not ids:
             return
         vendor, noun = self.adapter.vendor.display_name, self.adapter.noun
