@@ -78,21 +78,26 @@ def run_deferred(make: Any, ti: FakeTI, store: Any = None) -> tuple[Any, list[An
         return result, deferrals
 
 
-@pytest.fixture
-def gm_own_key(runwatch_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> str:
-    """``gloriamundo_default`` on a key of this test's own (the emulator counts executions per key), its client
-    budget counted over 6 s instead of a minute (polls 0.12 s apart, not 1.2 s: a short test, below the
-    emulator's 60 polls a minute for the few polls it sends)."""
+def use_gm_key(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> str:
+    """``gloriamundo_default`` on a key of its own (the emulator counts executions per key), its client budget
+    counted over ``rate_window_seconds`` (default 6 s instead of a minute: polls 0.12 s apart, not 1.2 s, a short
+    test below the emulator's 60 polls a minute for the few polls it sends)."""
     key = f"{SECRET_KEY}_gm_{time.time_ns()}"
     conn = {
         "conn_type": "gloriamundo",
-        "host": runwatch_emulator.gloriamundo_url,
+        "host": emulator.gloriamundo_url,
         "password": key,
-        "extra": json.dumps({"rate_window_seconds": 6}),
+        "extra": json.dumps({"rate_window_seconds": 6, **extra}),
     }
     monkeypatch.setenv("AIRFLOW_CONN_GLORIAMUNDO_DEFAULT", json.dumps(conn))
     clear_budgets()
     return key
+
+
+@pytest.fixture
+def gm_own_key(runwatch_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    yield use_gm_key(runwatch_emulator, monkeypatch)
+    clear_budgets()
 
 
 def gumloop_env(emulator: EmulatorServer, key: str, **extra: Any) -> dict[str, str]:
@@ -215,6 +220,51 @@ def test_gloriamundo_batch_polls_the_poll_url_each_start_returned(
     for run_id, (_, _, poll_url) in zip(run_ids, kwargs_runs, strict=True):
         gets = runwatch_emulator.requests(vendor="gloriamundo", method="GET", run_id=run_id)
         assert len(gets) >= 2 and {g["path"] for g in gets} == {poll_url}, "polls and the result fetch alike"
+
+
+def gm_batch(threshold: float, workflow: str, count: int) -> Any:
+    """A factory of deferrable GloriaMundo batches whose ``admission_sleep_below`` is ``threshold`` (set on a
+    subclass, as a DAG author would)."""
+    cls = type("PacedBatch", (GloriaMundoWorkflowBatchOperator,), {"admission_sleep_below": threshold})
+    inputs = [{"account": f"a{i} [emulator: polls=1]"} for i in range(count)]
+    return lambda: cls(
+        task_id="gm", workflow_id=workflow, inputs=inputs, max_concurrency=count, deferrable=True, poll_interval=0.2
+    )
+
+
+@pytest.mark.parametrize(
+    ("threshold", "deferred_for_the_budget"),
+    [
+        pytest.param(1.0, True, id="longer-than-the-threshold-defers"),
+        pytest.param(4.0, False, id="shorter-is-slept"),
+    ],
+)
+def test_a_start_waiting_for_the_key_budget_longer_than_the_threshold_defers(
+    runwatch_emulator: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+    threshold: float,
+    deferred_for_the_budget: bool,
+) -> None:
+    """2 executions per 3 s for the key (client budget): the third start waits about 3 s. Above the threshold the
+    batch defers with the two it started and a wake-up time at the budget's slot (the worker never sleeps for it);
+    below it the worker sleeps the short wait and starts all four before deferring. Either way every item runs
+    once and the emulator never refused an execute."""
+    use_gm_key(runwatch_emulator, monkeypatch, rate_window_seconds=3, executions_per_minute=2)
+    workflow = f"wf_paced_{time.time_ns()}"
+    ti = FakeTI("gm")
+    answers, deferrals = run_deferred(gm_batch(threshold, workflow, 4), ti)
+    clear_budgets()
+    assert [a["input"] for a in answers] == [{"account": f"a{i}"} for i in range(4)]
+    first = deferrals[0].trigger.serialize()[1]
+    if deferred_for_the_budget:
+        assert (len(first["runs"]), first["waiting"]) == (2, 2), "the budget's burst started, the rest wait"
+        assert first["not_before"] is not None, "the trigger wakes the task when the budget has a slot"
+    else:
+        assert (len(first["runs"]), first["waiting"], first["not_before"]) == (4, 0, None), "slept, then started"
+    executes = [e for e in runwatch_emulator.requests(vendor="gloriamundo", method="POST") if workflow in e["path"]]
+    assert [e["status"] for e in executes] == [200] * 4, "each item started once, none refused"
+    starts = sorted(e["ts"] for e in executes)
+    assert starts[2] - starts[0] >= 2.5, "the third start kept to the key's budget"
 
 
 # -- max_failed both ways -----------------------------------------------------------------------------------------

@@ -212,6 +212,11 @@ class BatchPlan:
         self.not_before = now + delay
         return delay
 
+    def hold(self, until: float) -> None:
+        """No start before ``until`` (the key's start budget has no slot sooner): not a refusal, so the
+        refusal backoff does not grow."""
+        self.not_before = until if self.not_before is None else max(self.not_before, until)
+
     def start_failed(self, item: BatchItem, error: str) -> None:
         """A start failed for another reason: the item fails (it is never started again blindly)."""
         item.state, item.error = "error", shorten(f"start failed: {error}", ITEM_ERROR_CHARS)

@@ -35,6 +35,7 @@ from airflow_provider_runwatch.core.errors import ConfigurationError, RunwatchEr
 from airflow_provider_runwatch.core.retry import ADMITTED_STARTS
 from airflow_provider_runwatch.operators.base import (
     RunFailedError,
+    RunOperator,
     RunTaskMixin,
     StartedRun,
     default_deferrable,
@@ -85,6 +86,12 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
     default_max_concurrency: ClassVar[int] = 10
     #: The attribute that holds the list of inputs (``inputs``, ``messages``).
     inputs_attribute: ClassVar[str] = "inputs"
+    #: A wait for the next start shorter than this is slept on the worker; a longer one (the key's start budget
+    #: has no slot sooner) is handed to the triggerer, freeing the slot. The single-run operators' threshold, for
+    #: their reasons (:attr:`~airflow_provider_runwatch.operators.base.RunOperator.admission_sleep_below`): a
+    #: deferral costs a task start on resume, and on Airflow 3.3.2 one that fires within seconds can lose the
+    #: scheduler's stale-executor-event race (apache/airflow#67287). A class attribute, as there.
+    admission_sleep_below: ClassVar[float] = RunOperator.admission_sleep_below
 
     def __init__(
         self,
@@ -133,6 +140,11 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
     def connection_concurrency(self) -> int | None:
         """The connection's concurrency limit, when the vendor's connection has one."""
         return None
+
+    def start_wait(self) -> float:
+        """Seconds the next start would wait for the key's start budget in this process (GloriaMundo's
+        executions per minute); 0 where starts are not paced."""
+        return 0.0
 
     # -- inputs and limits ----------------------------------------------------------------------------
     def batch_inputs(self) -> list[Any]:
@@ -292,10 +304,22 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
 
     # -- starting -------------------------------------------------------------------------------------
     def _start_more(self, context: Context, plan: BatchPlan, inputs: list[Any], deadline: float | None) -> None:
-        from airflow_provider_runwatch.core.admission import refusal_of
+        from airflow_provider_runwatch.core.admission import refusal_of, span
 
         store = self.state_store(context)
         for item in plan.to_start(time.time()):
+            if self.deferrable and (wait := self.start_wait()) > 0 and wait >= self.admission_sleep_below:
+                # Asleep in the client this would hold the worker slot for the whole wait: the trigger waits
+                # instead (it sends nothing for it) and hands the task back when the slot has come.
+                plan.hold(time.time() + wait if deadline is None else min(time.time() + wait, deadline))
+                self.log.info(
+                    "%s: the key's start budget has no slot for %s; %d running, %d waiting: deferring until then",
+                    self.vendor_name,
+                    span(wait),
+                    len(plan.running()),
+                    len(plan.waiting()),
+                )
+                return
             try:
                 started = self.start_item(context, item, inputs[item.index])
             except Exception as exc:
@@ -496,3 +520,16 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             return
         self.log.warning("Task killed while %d %s runs were still going", len(run_ids), self.vendor_name)
         self.cancel_runs(run_ids)
+
+
+def budget_wait(budget: Any, bucket: str) -> float:
+    """Seconds a request of ``bucket`` would wait now for its slot in ``budget`` (a
+    :class:`~airflow_provider_runwatch.core.ratelimit.KeyBudget`), without keeping the slot: the slot is
+    reserved and given back at once (it is the newest one, so the schedule is as it was; a worker runs one
+    task, so nothing reserves in between). 0 for a bucket the budget does not limit."""
+    limited = budget.buckets.get(bucket)
+    if limited is None:
+        return 0.0
+    slot = limited.reserve()
+    limited.release(slot)
+    return max(0.0, float(slot - limited.clock()))

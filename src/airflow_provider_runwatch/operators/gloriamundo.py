@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_runwatch.core.errors import ConfigurationError, RunwatchError
 from airflow_provider_runwatch.operators.base import RunOperator, StartedRun, import_attribute
-from airflow_provider_runwatch.operators.batch import RunBatchOperator
+from airflow_provider_runwatch.operators.batch import RunBatchOperator, budget_wait
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -128,6 +128,13 @@ class GloriaMundoWorkflowBatchOperator(RunBatchOperator):
                 f"{self.task_id}: inputs[{index}] must be a JSON object (a dict), got {type(value).__name__}"
             )
         return value
+
+    def start_wait(self) -> float:
+        """How long the next execute waits for the key's ``executions_per_minute`` in this process."""
+        from airflow_provider_runwatch.vendors.gloriamundo import EXECUTE_BUCKET
+
+        hook: GloriaMundoHook = self.hook  # type: ignore[assignment]
+        return budget_wait(hook.budget(hook.settings), EXECUTE_BUCKET)
 
     def start_item(self, context: Context, item: BatchItem, value: Any) -> StartedRun:
         hook: GloriaMundoHook = self.hook  # type: ignore[assignment]
