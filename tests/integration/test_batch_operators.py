@@ -197,31 +197,6 @@ def test_gloriamundo_executions_limit_is_admitted(runwatch_emulator: EmulatorSer
     assert 429 in [e["status"] for e in executes], "6 starts at 3 per window: the limit must have bitten"
 
 
-def test_gloriamundo_batch_polls_the_poll_url_each_start_returned(
-    runwatch_emulator: EmulatorServer, gm_own_key: str
-) -> None:
-    """Deferred, through rebuilt triggers: each run's poll target travels with it (plan, trigger kwargs) and every
-    poll and the result fetch go where its execute answer said, as the single-run trigger's do."""
-    workflow = f"wf_poll_url_{time.time_ns()}"
-    inputs = [{"account": f"a{i} [emulator: polls=1]"} for i in range(3)]
-
-    def make() -> GloriaMundoWorkflowBatchOperator:
-        return GloriaMundoWorkflowBatchOperator(
-            task_id="gm", workflow_id=workflow, inputs=inputs, max_concurrency=3, deferrable=True, poll_interval=0.2
-        )
-
-    ti = FakeTI("gm")
-    answers, deferrals = run_deferred(make, ti)
-    assert [a["input"] for a in answers] == [{"account": f"a{i}"} for i in range(3)]
-    run_ids = [r["run_id"] for r in ti.xcoms["runs"]]
-    kwargs_runs = deferrals[0].trigger.serialize()[1]["runs"]
-    assert [row[:2] for row in kwargs_runs] == [[i, r] for i, r in enumerate(run_ids)]
-    assert [row[2] for row in kwargs_runs] == [f"/api/v1/runs/{r}/status" for r in run_ids], "the execute answers"
-    for run_id, (_, _, poll_url) in zip(run_ids, kwargs_runs, strict=True):
-        gets = runwatch_emulator.requests(vendor="gloriamundo", method="GET", run_id=run_id)
-        assert len(gets) >= 2 and {g["path"] for g in gets} == {poll_url}, "polls and the result fetch alike"
-
-
 def gm_batch(threshold: float, workflow: str, count: int) -> Any:
     """A factory of deferrable GloriaMundo batches whose ``admission_sleep_below`` is ``threshold`` (set on a
     subclass, as a DAG author would)."""
@@ -230,6 +205,23 @@ def gm_batch(threshold: float, workflow: str, count: int) -> Any:
     return lambda: cls(
         task_id="gm", workflow_id=workflow, inputs=inputs, max_concurrency=count, deferrable=True, poll_interval=0.2
     )
+
+
+def test_gloriamundo_batch_polls_the_poll_url_each_start_returned(
+    runwatch_emulator: EmulatorServer, gm_own_key: str
+) -> None:
+    """Deferred, through rebuilt triggers: each run's poll target travels with it (plan, trigger kwargs) and every
+    poll and the result fetch go where its execute answer said, as the single-run trigger's do."""
+    ti = FakeTI("gm")
+    answers, deferrals = run_deferred(gm_batch(0.5, f"wf_poll_url_{time.time_ns()}", 3), ti)
+    assert [a["input"] for a in answers] == [{"account": f"a{i}"} for i in range(3)]
+    run_ids = [r["run_id"] for r in ti.xcoms["runs"]]
+    kwargs_runs = deferrals[0].trigger.serialize()[1]["runs"]
+    assert [row[:2] for row in kwargs_runs] == [[i, r] for i, r in enumerate(run_ids)]
+    assert [row[2] for row in kwargs_runs] == [f"/api/v1/runs/{r}/status" for r in run_ids], "the execute answers"
+    for run_id, (_, _, poll_url) in zip(run_ids, kwargs_runs, strict=True):
+        gets = runwatch_emulator.requests(vendor="gloriamundo", method="GET", run_id=run_id)
+        assert len(gets) >= 2 and {g["path"] for g in gets} == {poll_url}, "polls and the result fetch alike"
 
 
 @pytest.mark.parametrize(

@@ -222,3 +222,16 @@ def test_budget_wait_reads_the_next_slot_without_taking_it() -> None:
     assert budget_wait(budget, "execute") == 30.0
     assert budget.buckets["execute"].reserve() == 160.0, "the next start still gets the slot that was read"
     assert budget_wait(budget, "polls") == 0.0, "a bucket the key does not limit"
+
+
+def test_no_hand_back_before_the_floor_whatever_ended() -> None:
+    """The guard against apache/airflow#67287: the trigger's event never comes sooner than ``earliest``; runs
+    that end meanwhile are collected, and the rule wakes the trigger at ``earliest`` when nothing else will."""
+    rule = ResumeRule(8, waiting=4, free=2, not_before=3.0, earliest=10.0)
+    assert rule.due(ended=6, still_running=0, now=9.9) is False, "all ended, the refusal's wait over: still held"
+    assert rule.wake_at(1.0) == 3.0 and rule.wake_at(5.0) == 10.0
+    assert rule.due(ended=6, still_running=0, now=10.0) is True
+    assert rule.wake_at(10.0) is None
+    done = ResumeRule(8, waiting=0, earliest=10.0)
+    assert done.due(ended=8, still_running=0, now=2.0) is False and done.wake_at(2.0) == 10.0
+    assert done.due(ended=8, still_running=0, now=10.0) is True

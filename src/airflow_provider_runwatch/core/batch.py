@@ -116,7 +116,9 @@ class ResumeRule:
     - every run it watches has ended (the worker starts the rest, or the batch is over);
     - or enough runs have ended that a worthwhile number of slots is free for the items still waiting
       (``min(waiting, max(1, concurrency // 4))``), and no refusal asked to wait longer;
-    - or a refusal's wake-up time (``not_before``) has come and at least one slot is free.
+    - or a refusal's wake-up time (``not_before``) has come and at least one slot is free;
+    - and never before ``earliest``: the task deferred at most that long ago (see
+      :attr:`~airflow_provider_runwatch.operators.batch.RunBatchOperator.admission_sleep_below`).
     """
 
     concurrency: int
@@ -125,12 +127,16 @@ class ResumeRule:
     #: Slots free when the trigger was created (after a refusal the worker left some free on purpose).
     free: int = 0
     not_before: float | None = None
+    #: No hand-back before this time (epoch seconds), whatever ended: runs that end meanwhile are collected.
+    earliest: float | None = None
 
     @property
     def worthwhile(self) -> int:
         return min(self.waiting, max(1, self.concurrency // 4))
 
     def due(self, ended: int, still_running: int, now: float) -> bool:
+        if self.earliest is not None and now < self.earliest:
+            return False
         if self.waiting == 0:
             return still_running == 0
         if self.not_before is not None and now < self.not_before:
@@ -142,10 +148,10 @@ class ResumeRule:
         return self.free + ended >= self.worthwhile
 
     def wake_at(self, now: float) -> float | None:
-        """When the rule may become true with no run ending (a refusal's wake-up time), else ``None``."""
-        if self.waiting and self.not_before is not None and self.not_before > now:
-            return self.not_before
-        return None
+        """When the rule may become true with no run ending (a refusal's wake-up time, ``earliest``), else
+        ``None``."""
+        times = [t for t in (self.not_before if self.waiting else None, self.earliest) if t is not None and t > now]
+        return min(times) if times else None
 
 
 @dataclass

@@ -87,10 +87,12 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
     #: The attribute that holds the list of inputs (``inputs``, ``messages``).
     inputs_attribute: ClassVar[str] = "inputs"
     #: A wait for the next start shorter than this is slept on the worker; a longer one (the key's start budget
-    #: has no slot sooner) is handed to the triggerer, freeing the slot. The single-run operators' threshold, for
-    #: their reasons (:attr:`~airflow_provider_runwatch.operators.base.RunOperator.admission_sleep_below`): a
-    #: deferral costs a task start on resume, and on Airflow 3.3.2 one that fires within seconds can lose the
-    #: scheduler's stale-executor-event race (apache/airflow#67287). A class attribute, as there.
+    #: has no slot sooner) is handed to the triggerer, freeing the slot. And no deferral hands the task back
+    #: sooner than this after it deferred (the trigger's ``earliest``), whatever ended or a refusal asked. The
+    #: single-run operators' threshold, for their reasons
+    #: (:attr:`~airflow_provider_runwatch.operators.base.RunOperator.admission_sleep_below`): a deferral costs a
+    #: task start on resume, and on Airflow 3.3.2 one that fires within seconds can lose the scheduler's
+    #: stale-executor-event race (apache/airflow#67287), which fails the task. A class attribute, as there.
     admission_sleep_below: ClassVar[float] = RunOperator.admission_sleep_below
 
     def __init__(
@@ -254,6 +256,9 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
         }
         ti.xcom_push(key=PLAN_XCOM, value=saved)
         rule = plan.resume_rule()
+        earliest = time.time() + self.admission_sleep_below
+        if deadline is not None:
+            earliest = min(earliest, deadline)  # the deadline's own hand-back is never held back
         trigger_class = import_attribute(self.batch_trigger_class_path)
         trigger = trigger_class(
             conn_id=self.hook.conn_id,
@@ -266,6 +271,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             deadline=deadline,
             max_consecutive_failures=self.max_consecutive_failures,
             cancel_on_kill=self.cancel_on_kill,
+            earliest=earliest,
         )
         self.defer(trigger=trigger, method_name="execute_complete")
 

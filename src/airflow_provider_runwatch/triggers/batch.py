@@ -71,6 +71,7 @@ class RunBatchTrigger(BaseTrigger):
         deadline: float | None = None,
         max_consecutive_failures: int = 5,
         cancel_on_kill: bool = True,
+        earliest: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.conn_id = conn_id
@@ -85,6 +86,10 @@ class RunBatchTrigger(BaseTrigger):
         self.deadline = None if deadline is None else float(deadline)
         self.max_consecutive_failures = int(max_consecutive_failures)
         self.cancel_on_kill = bool(cancel_on_kill)
+        #: No event before this time (epoch seconds): set by the operator a floor after its deferral, since on
+        #: Airflow 3.3.2 a trigger firing within seconds of the deferral can lose the scheduler's race with the
+        #: deferring try's stale executor event, which fails the task (apache/airflow#67287).
+        self.earliest = None if earliest is None else float(earliest)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -100,11 +105,12 @@ class RunBatchTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "max_consecutive_failures": self.max_consecutive_failures,
                 "cancel_on_kill": self.cancel_on_kill,
+                "earliest": self.earliest,
             },
         )
 
     def rule(self) -> ResumeRule:
-        return ResumeRule(self.concurrency, self.waiting, self.free, self.not_before)
+        return ResumeRule(self.concurrency, self.waiting, self.free, self.not_before, self.earliest)
 
     async def run(self) -> AsyncGenerator[TriggerEvent, None]:
         options = WaitOptions(self.poll_interval, self.deadline, self.max_consecutive_failures)
@@ -135,6 +141,8 @@ class RunBatchTrigger(BaseTrigger):
             raise
         except Exception as exc:  # the task must hear about it as an event, not a triggerer traceback
             message = f"batch trigger stopped: {type(exc).__name__}: {exc}"[:500]
+        if self.earliest is not None and (hold := self.earliest - time.time()) > 0:
+            await asyncio.sleep(hold)  # a failure too waits out the floor: the race would hide its message
         self.log.info("%d of %d runs ended; handing the batch back to the worker", len(watch.ended), len(self.runs))
         payload = {"kind": BATCH_EVENT, "ended": watch.ended, "message": message}
         yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
