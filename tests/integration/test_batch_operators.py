@@ -454,3 +454,79 @@ def test_operator_on_kill_cancels_every_session_still_going(
     op.on_kill()
     for item in plan.items[:2]:
         assert [c["status"] for c in cancel_requests(runwatch_emulator, str(item.run_id))] == [200]
+
+
+# -- a key the vendor refuses ---------------------------------------------------------------------------------------
+AUTH_HINT = "Check the API key in the Password field of connection 'refused'"
+REFUSED_KEYS = [
+    pytest.param("puffle", "pk_invalid_", 401, id="puffle-401"),
+    pytest.param("puffle", "pk_user_", 403, id="puffle-403"),
+    pytest.param("gumloop", "gl_invalid_", 401, id="gumloop-401"),
+    pytest.param("gloriamundo", "gm_invalid_", 401, id="gloriamundo-401"),
+]
+
+
+def refused_batch(vendor: str, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, key: str, count: int) -> Any:
+    """A blocking batch of ``count`` items of ``vendor`` on connection ``refused``, which holds ``key``."""
+    url = {"puffle": emulator.puffle_url, "gumloop": emulator.gumloop_url, "gloriamundo": emulator.gloriamundo_url}
+    conn = {"conn_type": vendor, "host": url[vendor], "password": key, "login": "emulator-user"}
+    monkeypatch.setenv("AIRFLOW_CONN_REFUSED", json.dumps(conn))
+    texts = [f"item {i} [emulator: polls=1]" for i in range(count)]
+    common: dict[str, Any] = {"task_id": "refused", "conn_id": "refused", "deferrable": False, "poll_interval": 1}
+    if vendor == "puffle":
+        return PuffleAgentChatBatchOperator(messages=texts, **common)
+    if vendor == "gumloop":
+        return GumloopSessionBatchOperator(agent_id=f"agent_refused_{time.time_ns()}", inputs=texts, **common)
+    return GloriaMundoWorkflowBatchOperator(workflow_id="wf_refused", inputs=[{"q": t} for t in texts], **common)
+
+
+@pytest.mark.parametrize(("vendor", "prefix", "status"), REFUSED_KEYS)
+def test_a_refused_key_stops_the_batch_at_the_first_start_with_one_line(
+    runwatch_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, vendor: str, prefix: str, status: int
+) -> None:
+    """401/403 on a start: one start is sent, not one per item, and the task fails with one line naming the
+    connection and the field to fix; every item is reported as not started."""
+    posts_before = len(runwatch_emulator.requests(vendor=vendor, method="POST"))
+    op = refused_batch(vendor, runwatch_emulator, monkeypatch, f"{prefix}{SECRET_KEY}", 5)
+    ti = FakeTI("refused")
+    context: Any = {"ti": ti}  # the little of a task context the operator reads
+    with pytest.raises(RunFailedError) as raised:
+        op.execute(context)
+    line = str(raised.value)
+    assert "\n" not in line, line
+    assert line.startswith(f"{op.vendor_name} batch stopped at item 0, whose start was refused: "), line
+    assert f"(HTTP {status})" in line and AUTH_HINT in line
+    assert line.endswith("5 of 5 items were not started, 0 had ended."), line
+    assert SECRET_KEY not in line and SECRET_KEY not in json.dumps(ti.xcoms)
+    runs = ti.xcoms["runs"]
+    assert [r["state"] for r in runs] == ["not_started"] * 5
+    assert runs[0]["error"].startswith("start refused: ") and "item 0's refused start" in runs[1]["error"]
+    sent = runwatch_emulator.requests(vendor=vendor, method="POST")[posts_before:]
+    assert [e["status"] for e in sent] == [status], "one start, not one per item"
+
+
+def test_a_key_refused_mid_batch_keeps_the_ids_of_the_runs_it_started(
+    runwatch_emulator: EmulatorServer, secret_connections: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items 0-1 start on a good key, item 2's start is refused (the key was revoked, say): the runs already
+    started are reported with their ids, the rest as not started, and the line says a retry reattaches."""
+    refused_batch("puffle", runwatch_emulator, monkeypatch, f"pk_invalid_{SECRET_KEY}", 1)  # connection 'refused'
+
+    class RevokedMidBatch(PuffleAgentChatBatchOperator):
+        def start_item(self, context: Any, item: Any, value: Any) -> Any:
+            if item.index == 2:
+                self.conn_id, self._hook = "refused", None  # from now on the key is refused
+            return super().start_item(context, item, value)
+
+    messages = [f"revoked {i} [emulator: polls=never]" for i in range(5)]
+    op = RevokedMidBatch(task_id="revoked", messages=messages, max_concurrency=5, deferrable=False)
+    ti = FakeTI("revoked")
+    context: Any = {"ti": ti}  # the little of a task context the operator reads
+    with pytest.raises(RunFailedError) as raised:
+        op.execute(context)
+    line = str(raised.value)
+    assert "\n" not in line and AUTH_HINT in line
+    assert "3 of 5 items were not started, 0 had ended; 2 started before keep running" in line, line
+    runs = ti.xcoms["runs"]
+    assert [r["state"] for r in runs] == ["running", "running", "not_started", "not_started", "not_started"]
+    assert all(r["run_id"] for r in runs[:2]) and not any(r["run_id"] for r in runs[2:])

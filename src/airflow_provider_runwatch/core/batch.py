@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 PENDING = "pending"
 RUNNING = "running"
 SUCCEEDED = "succeeded"
+#: An item the batch ended without starting: it stopped at a start refused for the key (401/403).
+NOT_STARTED = "not_started"
 #: The state an item ends in, by the outcome of its wait (:data:`~.models.EventStatus`).
 ENDED_BY_OUTCOME: dict[str, str] = {
     "success": SUCCEEDED,
@@ -42,7 +44,7 @@ ENDED_BY_OUTCOME: dict[str, str] = {
     "timeout": "timeout",
     "error": "error",
 }
-ENDED_STATES = frozenset(ENDED_BY_OUTCOME.values())
+ENDED_STATES = frozenset(ENDED_BY_OUTCOME.values()) | {NOT_STARTED}
 #: Errors kept per item (between deferrals, in events, in the ``runs`` XCom and the failure table).
 ITEM_ERROR_CHARS = 200
 #: The most runs one batch task may hold at once: the trigger's kwargs carry every running item's id.
@@ -258,10 +260,11 @@ class BatchPlan:
         self.refusals, self.not_before = 0, None
         return again
 
-    def not_started(self, why: str) -> None:
-        """The batch ends with items never started (the deadline passed): they end as ``timeout``."""
+    def not_started(self, why: str, state: str = "timeout") -> None:
+        """The batch ends with items never started: they end as ``timeout`` (the deadline passed) or
+        :data:`NOT_STARTED` (it stopped at a start refused for the key)."""
         for item in self.waiting():
-            item.state, item.error = "timeout", shorten(why, ITEM_ERROR_CHARS)
+            item.state, item.error = state, shorten(why, ITEM_ERROR_CHARS)
 
     # -- reporting ----------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

@@ -27,11 +27,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_runwatch.core.errors import ConfigurationError, RunwatchError, shorten
+from airflow_provider_runwatch.core.errors import AuthError, ConfigurationError, RunwatchError, shorten
 from airflow_provider_runwatch.core.retry import ADMITTED_STARTS
 from airflow_provider_runwatch.operators.base import (
     RunFailedError,
@@ -342,6 +342,8 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
                         delay,
                     )
                     return
+                if isinstance(exc, AuthError):
+                    self._stop_at_refused_key(context, plan, item, exc)
                 why = str(exc) if isinstance(exc, RunwatchError) else f"unexpected {type(exc).__name__}: {exc}"
                 plan.start_failed(item, why)
                 self.log.warning("%s batch item %d could not be started: %s", self.vendor_name, item.index, why)
@@ -355,6 +357,30 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
     def item_adapter(self, item: BatchItem) -> RunAdapter:
         """The adapter reading ``item``'s run where its start said, as the single-run operator reads its run."""
         return self.adapter.with_poll_url(item.poll_url)
+
+    def _stop_at_refused_key(self, context: Context, plan: BatchPlan, item: BatchItem, error: AuthError) -> NoReturn:
+        """A start refused with 401/403: every other start would be refused the same way, so the batch stops
+        here with one line (the hook's, naming the connection and the field to fix) instead of failing each item
+        in turn. Items not started end as ``not_started``; runs already started keep their ids (``runs`` XCom,
+        ``task_state_store``), and a retry once the key is fixed reattaches to them."""
+        from airflow_provider_runwatch.core.batch import ITEM_ERROR_CHARS, NOT_STARTED
+
+        cause = shorten(str(error), 1000).rstrip(".")
+        plan.not_started(f"not started: the batch stopped at item {item.index}'s refused start", NOT_STARTED)
+        item.error = shorten(f"start refused: {cause}", ITEM_ERROR_CHARS)
+        context["ti"].xcom_push(key="runs", value=[i.summary(self.adapter.vendor.name) for i in plan.items])
+        not_started, running = sum(i.state == NOT_STARTED for i in plan.items), len(plan.running())
+        ended = len(plan.items) - not_started - running
+        going = (
+            f"; {running} started before keep running (their run ids are in the 'runs' XCom: a retry once the "
+            "connection is fixed reattaches to them)"
+            if running
+            else ""
+        )
+        raise RunFailedError(
+            f"{self.vendor_name} batch stopped at item {item.index}, whose start was refused: {cause}. "
+            f"{not_started} of {len(plan.items)} items were not started, {ended} had ended{going}."
+        ) from None
 
     # -- collecting -----------------------------------------------------------------------------------
     def _collect(self, context: Context, plan: BatchPlan, ended: list[BatchItem]) -> None:
