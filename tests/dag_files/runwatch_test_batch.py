@@ -13,6 +13,10 @@ and what the emulator saw).
   session still going.
 
 Every item's text starts with its task id and its index (``<task_id> <index>``), so tests find its runs.
+
+The operators here hand the task back as soon as the resume rule holds (``admission_sleep_below = 0``, set on
+subclasses as a DAG author would): these DAGs test what the batch does, and a 10 s floor per deferral would add
+minutes. tests/dag_files/runwatch_test_batch_refusals.py runs the default, the floor included.
 """
 
 from __future__ import annotations
@@ -33,13 +37,25 @@ HAS_TASK_STATE_STORE = Version(airflow_version) >= Version("3.3.0")
 START = pendulum.datetime(2026, 1, 1)
 
 
+class QuickGumloopBatch(GumloopSessionBatchOperator):
+    admission_sleep_below = 0.0
+
+
+class QuickGloriaMundoBatch(GloriaMundoWorkflowBatchOperator):
+    admission_sleep_below = 0.0
+
+
+class QuickPuffleBatch(PuffleAgentChatBatchOperator):
+    admission_sleep_below = 0.0
+
+
 def texts(task_id: str, directives: list[str]) -> list[str]:
     return [f"{task_id} {index} [emulator: {directive}]" for index, directive in enumerate(directives)]
 
 
 with DAG("runwatch_test_batch", schedule=None, start_date=START, catchup=False):
     # Free plan: 5 unfinished runs per key; 6 at once must meet 429s, and the batch must wait them out.
-    GumloopSessionBatchOperator(
+    QuickGumloopBatch(
         task_id="gumloop_free",
         conn_id="gumloop_free",
         agent_id="agent_batch",
@@ -48,7 +64,7 @@ with DAG("runwatch_test_batch", schedule=None, start_date=START, catchup=False):
         deferrable=True,
         poll_interval=1,
     )
-    GloriaMundoWorkflowBatchOperator(
+    QuickGloriaMundoBatch(
         task_id="gloriamundo",
         workflow_id="wf_gloriamundo_batch",
         inputs=[{"account": t} for t in texts("gloriamundo", ["polls=1"] * 4)],
@@ -56,7 +72,7 @@ with DAG("runwatch_test_batch", schedule=None, start_date=START, catchup=False):
         deferrable=True,
         poll_interval=0.3,
     )
-    PuffleAgentChatBatchOperator(
+    QuickPuffleBatch(
         task_id="puffle_within_max_failed",
         messages=texts(
             "puffle_within_max_failed", ["polls=1", "polls=0 outcome=failed error='tool broke'", "polls=1", "polls=1"]
@@ -66,14 +82,14 @@ with DAG("runwatch_test_batch", schedule=None, start_date=START, catchup=False):
         deferrable=True,
         poll_interval=0.3,
     )
-    PuffleAgentChatBatchOperator(
+    QuickPuffleBatch(
         task_id="puffle_over_max_failed",
         messages=texts("puffle_over_max_failed", ["polls=0 outcome=failed error='tool broke'", "polls=1", "polls=1"]),
         max_concurrency=3,
         deferrable=True,
         poll_interval=0.3,
     )
-    GumloopSessionBatchOperator(
+    QuickGumloopBatch(
         task_id="gumloop_blocking",
         agent_id="agent_batch",
         inputs=texts("gumloop_blocking", ["polls=1"] * 3),
@@ -105,11 +121,11 @@ class CrashMidBatch:
         return ti.xcom_pull(task_ids=ti.task_id, key="batch") is not None
 
 
-class CrashingGumloopBatch(CrashMidBatch, GumloopSessionBatchOperator):
+class CrashingGumloopBatch(CrashMidBatch, QuickGumloopBatch):
     pass
 
 
-class CrashingPuffleBatch(CrashMidBatch, PuffleAgentChatBatchOperator):
+class CrashingPuffleBatch(CrashMidBatch, QuickPuffleBatch):
     pass
 
 
@@ -138,7 +154,7 @@ with DAG(
             poll_interval=0.3,
         )
     # Fails on the first try (one item failed); the retry starts only that item again (and it fails again).
-    GumloopSessionBatchOperator(
+    QuickGumloopBatch(
         task_id="retry_failed_item",
         agent_id="agent_batch_retry",
         inputs=texts("retry_failed_item", ["polls=0", "polls=0 outcome=failed error='tool broke'", "polls=0"]),
@@ -152,7 +168,7 @@ with DAG("runwatch_test_batch_kill", schedule=None, start_date=START, catchup=Fa
     # Sessions that never end. Deferred: `timeout` (counted from the start of execute) passes while the trigger
     # watches; the trigger ends the wait and the worker cancels every session still going. (Not execution_timeout:
     # deferred, it counts from the task's start_date, and the first task of a `dags test` can take 20 s to start.)
-    GumloopSessionBatchOperator(
+    QuickGumloopBatch(
         task_id="kill_deferred",
         agent_id="agent_batch_kill",
         inputs=texts("kill_deferred", ["polls=never"] * 3),
@@ -162,7 +178,7 @@ with DAG("runwatch_test_batch_kill", schedule=None, start_date=START, catchup=Fa
         timeout=5,
     )
     # Blocking: execution_timeout (less its margin) ends the poll loop; Airflow's kill and on_kill are the backstop.
-    GumloopSessionBatchOperator(
+    QuickGumloopBatch(
         task_id="kill_blocking",
         agent_id="agent_batch_kill",
         inputs=texts("kill_blocking", ["polls=never"] * 3),

@@ -7,14 +7,21 @@ tests (tests/dag_runs/test_batch_dag.py) run the same operators deferred, throug
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+
+try:
+    from airflow.sdk.exceptions import TaskDeferred
+except ImportError:  # Airflow < 3.2
+    from airflow.exceptions import TaskDeferred  # type: ignore[no-redef,attr-defined,unused-ignore]
 
 from airflow_provider_runwatch.core.ratelimit import clear_budgets
 from airflow_provider_runwatch.emulator.server import EmulatorServer
@@ -49,6 +56,48 @@ def run_blocking(op: Any) -> tuple[Any, FakeTI]:
     ti = FakeTI(op.task_id)
     context: Any = {"ti": ti}  # the little of a task context the operator reads
     return op.execute(context), ti
+
+
+def run_deferred(make: Any, ti: FakeTI, store: Any = None) -> tuple[Any, list[Any]]:
+    """Run a batch task to its end as Airflow would: each deferral's trigger serialized, rebuilt and driven like
+    a triggerer's, its event handed to ``execute_complete`` of a fresh operator (XComs kept in ``ti``).
+    Returns the result and the deferrals."""
+    context: Any = {"ti": ti} if store is None else {"ti": ti, "task_state_store": store}
+    deferrals: list[Any] = []
+    event: Any = None
+    while True:
+        op = make()
+        try:
+            result = op.execute_complete(context, event) if deferrals else op.execute(context)
+        except TaskDeferred as deferred:
+            deferrals.append(deferred)
+            event = asyncio.run(first_event(rehydrate(deferred.trigger)))
+            continue
+        for made in deferrals:
+            assert SECRET_KEY not in json.dumps(made.trigger.serialize()[1])
+        return result, deferrals
+
+
+def use_gm_key(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> str:
+    """``gloriamundo_default`` on a key of its own (the emulator counts executions per key), its client budget
+    counted over ``rate_window_seconds`` (default 6 s instead of a minute: polls 0.12 s apart, not 1.2 s, a short
+    test below the emulator's 60 polls a minute for the few polls it sends)."""
+    key = f"{SECRET_KEY}_gm_{time.time_ns()}"
+    conn = {
+        "conn_type": "gloriamundo",
+        "host": emulator.gloriamundo_url,
+        "password": key,
+        "extra": json.dumps({"rate_window_seconds": 6, **extra}),
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_GLORIAMUNDO_DEFAULT", json.dumps(conn))
+    clear_budgets()
+    return key
+
+
+@pytest.fixture
+def gm_own_key(runwatch_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    yield use_gm_key(runwatch_emulator, monkeypatch)
+    clear_budgets()
 
 
 def gumloop_env(emulator: EmulatorServer, key: str, **extra: Any) -> dict[str, str]:
@@ -148,6 +197,68 @@ def test_gloriamundo_executions_limit_is_admitted(runwatch_emulator: EmulatorSer
     assert 429 in [e["status"] for e in executes], "6 starts at 3 per window: the limit must have bitten"
 
 
+def gm_batch(threshold: float, workflow: str, count: int) -> Any:
+    """A factory of deferrable GloriaMundo batches whose ``admission_sleep_below`` is ``threshold`` (set on a
+    subclass, as a DAG author would)."""
+    cls = type("PacedBatch", (GloriaMundoWorkflowBatchOperator,), {"admission_sleep_below": threshold})
+    inputs = [{"account": f"a{i} [emulator: polls=1]"} for i in range(count)]
+    return lambda: cls(
+        task_id="gm", workflow_id=workflow, inputs=inputs, max_concurrency=count, deferrable=True, poll_interval=0.2
+    )
+
+
+def test_gloriamundo_batch_polls_the_poll_url_each_start_returned(
+    runwatch_emulator: EmulatorServer, gm_own_key: str
+) -> None:
+    """Deferred, through rebuilt triggers: each run's poll target travels with it (plan, trigger kwargs) and every
+    poll and the result fetch go where its execute answer said, as the single-run trigger's do."""
+    ti = FakeTI("gm")
+    answers, deferrals = run_deferred(gm_batch(0.5, f"wf_poll_url_{time.time_ns()}", 3), ti)
+    assert [a["input"] for a in answers] == [{"account": f"a{i}"} for i in range(3)]
+    run_ids = [r["run_id"] for r in ti.xcoms["runs"]]
+    kwargs_runs = deferrals[0].trigger.serialize()[1]["runs"]
+    assert [row[:2] for row in kwargs_runs] == [[i, r] for i, r in enumerate(run_ids)]
+    assert [row[2] for row in kwargs_runs] == [f"/api/v1/runs/{r}/status" for r in run_ids], "the execute answers"
+    for run_id, (_, _, poll_url) in zip(run_ids, kwargs_runs, strict=True):
+        gets = runwatch_emulator.requests(vendor="gloriamundo", method="GET", run_id=run_id)
+        assert len(gets) >= 2 and {g["path"] for g in gets} == {poll_url}, "polls and the result fetch alike"
+
+
+@pytest.mark.parametrize(
+    ("threshold", "deferred_for_the_budget"),
+    [
+        pytest.param(1.0, True, id="longer-than-the-threshold-defers"),
+        pytest.param(4.0, False, id="shorter-is-slept"),
+    ],
+)
+def test_a_start_waiting_for_the_key_budget_longer_than_the_threshold_defers(
+    runwatch_emulator: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+    threshold: float,
+    deferred_for_the_budget: bool,
+) -> None:
+    """2 executions per 3 s for the key (client budget): the third start waits about 3 s. Above the threshold the
+    batch defers with the two it started and a wake-up time at the budget's slot (the worker never sleeps for it);
+    below it the worker sleeps the short wait and starts all four before deferring. Either way every item runs
+    once and the emulator never refused an execute."""
+    use_gm_key(runwatch_emulator, monkeypatch, rate_window_seconds=3, executions_per_minute=2)
+    workflow = f"wf_paced_{time.time_ns()}"
+    ti = FakeTI("gm")
+    answers, deferrals = run_deferred(gm_batch(threshold, workflow, 4), ti)
+    clear_budgets()
+    assert [a["input"] for a in answers] == [{"account": f"a{i}"} for i in range(4)]
+    first = deferrals[0].trigger.serialize()[1]
+    if deferred_for_the_budget:
+        assert (len(first["runs"]), first["waiting"]) == (2, 2), "the budget's burst started, the rest wait"
+        assert first["not_before"] is not None, "the trigger wakes the task when the budget has a slot"
+    else:
+        assert (len(first["runs"]), first["waiting"], first["not_before"]) == (4, 0, None), "slept, then started"
+    executes = [e for e in runwatch_emulator.requests(vendor="gloriamundo", method="POST") if workflow in e["path"]]
+    assert [e["status"] for e in executes] == [200] * 4, "each item started once, none refused"
+    starts = sorted(e["ts"] for e in executes)
+    assert starts[2] - starts[0] >= 2.5, "the third start kept to the key's budget"
+
+
 # -- max_failed both ways -----------------------------------------------------------------------------------------
 MIXED = [
     "ok 0 [emulator: polls=1]",
@@ -200,7 +311,8 @@ async def test_trigger_event_is_small_and_coalesced(secret_connections: dict[str
     runs = [[i, hook.start_chat(f"SECRET-LOOKING-INPUT {t}").runId] for i, t in enumerate(texts)]
     trigger = PuffleChatBatchTrigger(conn_id="puffle_default", runs=runs, poll_interval=0.2, concurrency=8, waiting=5)
     rebuilt = rehydrate(trigger)
-    assert isinstance(rebuilt, RunBatchTrigger) and rebuilt.runs == [tuple(r) for r in runs]
+    assert isinstance(rebuilt, RunBatchTrigger) and rebuilt.runs == [(i, r, None) for i, r in runs]
+    assert trigger.serialize()[1]["runs"] == runs, "no poll_url where the start gave none: the kwargs stay short"
     event = await first_event(rebuilt)
     # 8 // 4 = 2 slots worth a return: the two quick runs, together; the slow one is still going.
     assert event["kind"] == "batch" and event["message"] == ""
@@ -292,6 +404,39 @@ async def test_gloriamundo_polls_of_many_runs_are_spread_within_the_key_budget(
     clear_budgets()
 
 
+def test_the_batch_polls_where_the_single_run_path_polls() -> None:
+    """One choice of poll target (the adapter's ``with_poll_url``) for both paths: a ``poll_url`` elsewhere on the
+    API (a future path) is followed by the batch trigger, the blocking batch and the result fetch, exactly as by
+    the single-run trigger and operator; a run without one is polled at the documented path."""
+    from airflow_provider_runwatch.core.batch import BatchItem, status_calls
+    from airflow_provider_runwatch.core.connection import ConnectionSettings
+    from airflow_provider_runwatch.operators.gloriamundo import GloriaMundoWorkflowOperator
+    from airflow_provider_runwatch.triggers.gloriamundo import GloriaMundoBatchTrigger, GloriaMundoRunTrigger
+    from airflow_provider_runwatch.vendors.gloriamundo import GLORIAMUNDO
+
+    settings = ConnectionSettings(
+        vendor=GLORIAMUNDO, conn_id="g", base_url="https://app.gloriamundo.com/api/v1", api_key="k1234"
+    )
+    moved_id, plain_id = str(uuid.uuid4()), str(uuid.uuid4())
+    moved = f"/api/v1/workflow-runs/{moved_id}/status"
+    single_trigger = GloriaMundoRunTrigger(conn_id="g", run_id=moved_id, poll_interval=1, poll_url=moved)
+    single_operator = GloriaMundoWorkflowOperator(task_id="one", workflow_id="wf")
+    single_operator._poll_url = moved
+    single = single_trigger.adapter.status_call(settings, moved_id).request.path
+    assert single == single_operator.adapter.result_call(settings, moved_id).request.path
+    assert single == f"/workflow-runs/{moved_id}/status"
+
+    batch_trigger = rehydrate(
+        GloriaMundoBatchTrigger(conn_id="g", runs=[[0, moved_id, moved], [1, plain_id]], poll_interval=1, concurrency=2)
+    )
+    calls = status_calls(batch_trigger.adapter, settings, batch_trigger.runs)
+    assert calls[0].request.path == single
+    assert calls[1].request.path == f"/runs/{plain_id}/status", "no poll_url: the documented path"
+    batch_operator = GloriaMundoWorkflowBatchOperator(task_id="many", workflow_id="wf", inputs=[{}])
+    item = BatchItem(0, moved_id, "succeeded", poll_url=moved)
+    assert batch_operator.item_adapter(item).result_call(settings, moved_id).request.path == single
+
+
 def test_operator_on_kill_cancels_every_session_still_going(
     runwatch_emulator: EmulatorServer, secret_connections: dict[str, str]
 ) -> None:
@@ -309,3 +454,79 @@ def test_operator_on_kill_cancels_every_session_still_going(
     op.on_kill()
     for item in plan.items[:2]:
         assert [c["status"] for c in cancel_requests(runwatch_emulator, str(item.run_id))] == [200]
+
+
+# -- a key the vendor refuses ---------------------------------------------------------------------------------------
+AUTH_HINT = "Check the API key in the Password field of connection 'refused'"
+REFUSED_KEYS = [
+    pytest.param("puffle", "pk_invalid_", 401, id="puffle-401"),
+    pytest.param("puffle", "pk_user_", 403, id="puffle-403"),
+    pytest.param("gumloop", "gl_invalid_", 401, id="gumloop-401"),
+    pytest.param("gloriamundo", "gm_invalid_", 401, id="gloriamundo-401"),
+]
+
+
+def refused_batch(vendor: str, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, key: str, count: int) -> Any:
+    """A blocking batch of ``count`` items of ``vendor`` on connection ``refused``, which holds ``key``."""
+    url = {"puffle": emulator.puffle_url, "gumloop": emulator.gumloop_url, "gloriamundo": emulator.gloriamundo_url}
+    conn = {"conn_type": vendor, "host": url[vendor], "password": key, "login": "emulator-user"}
+    monkeypatch.setenv("AIRFLOW_CONN_REFUSED", json.dumps(conn))
+    texts = [f"item {i} [emulator: polls=1]" for i in range(count)]
+    common: dict[str, Any] = {"task_id": "refused", "conn_id": "refused", "deferrable": False, "poll_interval": 1}
+    if vendor == "puffle":
+        return PuffleAgentChatBatchOperator(messages=texts, **common)
+    if vendor == "gumloop":
+        return GumloopSessionBatchOperator(agent_id=f"agent_refused_{time.time_ns()}", inputs=texts, **common)
+    return GloriaMundoWorkflowBatchOperator(workflow_id="wf_refused", inputs=[{"q": t} for t in texts], **common)
+
+
+@pytest.mark.parametrize(("vendor", "prefix", "status"), REFUSED_KEYS)
+def test_a_refused_key_stops_the_batch_at_the_first_start_with_one_line(
+    runwatch_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, vendor: str, prefix: str, status: int
+) -> None:
+    """401/403 on a start: one start is sent, not one per item, and the task fails with one line naming the
+    connection and the field to fix; every item is reported as not started."""
+    posts_before = len(runwatch_emulator.requests(vendor=vendor, method="POST"))
+    op = refused_batch(vendor, runwatch_emulator, monkeypatch, f"{prefix}{SECRET_KEY}", 5)
+    ti = FakeTI("refused")
+    context: Any = {"ti": ti}  # the little of a task context the operator reads
+    with pytest.raises(RunFailedError) as raised:
+        op.execute(context)
+    line = str(raised.value)
+    assert "\n" not in line, line
+    assert line.startswith(f"{op.vendor_name} batch stopped at item 0, whose start was refused: "), line
+    assert f"(HTTP {status})" in line and AUTH_HINT in line
+    assert line.endswith("5 of 5 items were not started, 0 had ended."), line
+    assert SECRET_KEY not in line and SECRET_KEY not in json.dumps(ti.xcoms)
+    runs = ti.xcoms["runs"]
+    assert [r["state"] for r in runs] == ["not_started"] * 5
+    assert runs[0]["error"].startswith("start refused: ") and "item 0's refused start" in runs[1]["error"]
+    sent = runwatch_emulator.requests(vendor=vendor, method="POST")[posts_before:]
+    assert [e["status"] for e in sent] == [status], "one start, not one per item"
+
+
+def test_a_key_refused_mid_batch_keeps_the_ids_of_the_runs_it_started(
+    runwatch_emulator: EmulatorServer, secret_connections: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items 0-1 start on a good key, item 2's start is refused (the key was revoked, say): the runs already
+    started are reported with their ids, the rest as not started, and the line says a retry reattaches."""
+    refused_batch("puffle", runwatch_emulator, monkeypatch, f"pk_invalid_{SECRET_KEY}", 1)  # connection 'refused'
+
+    class RevokedMidBatch(PuffleAgentChatBatchOperator):
+        def start_item(self, context: Any, item: Any, value: Any) -> Any:
+            if item.index == 2:
+                self.conn_id, self._hook = "refused", None  # from now on the key is refused
+            return super().start_item(context, item, value)
+
+    messages = [f"revoked {i} [emulator: polls=never]" for i in range(5)]
+    op = RevokedMidBatch(task_id="revoked", messages=messages, max_concurrency=5, deferrable=False)
+    ti = FakeTI("revoked")
+    context: Any = {"ti": ti}  # the little of a task context the operator reads
+    with pytest.raises(RunFailedError) as raised:
+        op.execute(context)
+    line = str(raised.value)
+    assert "\n" not in line and AUTH_HINT in line
+    assert "3 of 5 items were not started, 0 had ended; 2 started before keep running" in line, line
+    runs = ti.xcoms["runs"]
+    assert [r["state"] for r in runs] == ["running", "running", "not_started", "not_started", "not_started"]
+    assert all(r["run_id"] for r in runs[:2]) and not any(r["run_id"] for r in runs[2:])

@@ -15,6 +15,8 @@ from airflow_provider_runwatch.core.batch import (
     ResumeRule,
     check_concurrency,
     pollers_for,
+    ref_rows,
+    run_refs,
 )
 from airflow_provider_runwatch.core.errors import ConfigurationError
 from airflow_provider_runwatch.core.models import RunState, RunStatus
@@ -191,3 +193,45 @@ def test_a_new_try_restarts_only_what_did_not_succeed() -> None:
     assert [item.state for item in plan.items] == ["succeeded", "pending", "running"]
     assert plan.items[1].attempts == 1, "the next start of item 1 is its second run"
     assert plan.not_before is None
+
+
+def test_each_item_keeps_where_its_start_said_to_poll() -> None:
+    plan = BatchPlan.new(3, max_concurrency=3)
+    plan.started(plan.items[0], "run_0", "/api/v1/runs/run_0/status")
+    plan.started(plan.items[1], "run_1")
+    assert plan.running_refs() == [(0, "run_0", "/api/v1/runs/run_0/status"), (1, "run_1", None)]
+    rows = ref_rows(plan.running_refs())
+    assert rows == [[0, "run_0", "/api/v1/runs/run_0/status"], [1, "run_1"]], "no poll_url: the row stays short"
+    assert run_refs(rows) == plan.running_refs()
+    assert BatchPlan.from_json(json.loads(json.dumps(plan.to_json()))) == plan
+    assert plan.items[1].to_json() == [1, "run_1", "running", None, 1, None], "the row of 0.1, unchanged"
+
+
+def test_budget_wait_reads_the_next_slot_without_taking_it() -> None:
+    from airflow_provider_runwatch.core.ratelimit import BudgetSpec, KeyBudget
+    from airflow_provider_runwatch.operators.batch import budget_wait
+
+    now = [100.0]
+    budget = KeyBudget("gloriamundo", "https://x", "f", {"execute": BudgetSpec(2, 60.0, smooth=False)}, lambda: now[0])
+    assert budget_wait(budget, "execute") == 0.0
+    budget.buckets["execute"].reserve()
+    budget.buckets["execute"].reserve()
+    assert budget_wait(budget, "execute") == 60.0, "two in the window: the third waits for the first to leave it"
+    assert budget_wait(budget, "execute") == 60.0, "asking took no slot"
+    now[0] = 130.0
+    assert budget_wait(budget, "execute") == 30.0
+    assert budget.buckets["execute"].reserve() == 160.0, "the next start still gets the slot that was read"
+    assert budget_wait(budget, "polls") == 0.0, "a bucket the key does not limit"
+
+
+def test_no_hand_back_before_the_floor_whatever_ended() -> None:
+    """The guard against apache/airflow#67287: the trigger's event never comes sooner than ``earliest``; runs
+    that end meanwhile are collected, and the rule wakes the trigger at ``earliest`` when nothing else will."""
+    rule = ResumeRule(8, waiting=4, free=2, not_before=3.0, earliest=10.0)
+    assert rule.due(ended=6, still_running=0, now=9.9) is False, "all ended, the refusal's wait over: still held"
+    assert rule.wake_at(1.0) == 3.0 and rule.wake_at(5.0) == 10.0
+    assert rule.due(ended=6, still_running=0, now=10.0) is True
+    assert rule.wake_at(10.0) is None
+    done = ResumeRule(8, waiting=0, earliest=10.0)
+    assert done.due(ended=8, still_running=0, now=2.0) is False and done.wake_at(2.0) == 10.0
+    assert done.due(ended=8, still_running=0, now=10.0) is True

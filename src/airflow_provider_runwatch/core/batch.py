@@ -7,8 +7,9 @@ triggerer) ask it, and do the starting, polling and waiting themselves, as :mod:
 A batch is a list of items, one per input. Each item is ``pending`` (not started in this try), ``running``
 (its run id is known and the run has not been seen to end) or ended: ``succeeded``, ``failed``,
 ``cancelled``, ``paused``, ``timeout`` or ``error`` (could not be started or watched). Only its index, run
-id, state, a short error, how many runs it took and a small usage/cost dict are kept: that is what travels
-between deferrals (about 100 bytes an item), and answers never do.
+id, state, a short error, how many runs it took, a small usage/cost dict and where to poll it (the start
+answer's ``poll_url``, GloriaMundo only) are kept: that is what travels between deferrals (about 100 bytes an
+item), and answers never do.
 """
 
 from __future__ import annotations
@@ -16,16 +17,24 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_runwatch.core.admission import DEFAULT_BACKOFF, AdmissionBackoff, Refusal
 from airflow_provider_runwatch.core.errors import ConfigurationError, shorten
 from airflow_provider_runwatch.core.models import RunEvent
 from airflow_provider_runwatch.core.polling import Poller, WaitOptions
 
+if TYPE_CHECKING:
+    from airflow_provider_runwatch.core.adapter import RunAdapter
+    from airflow_provider_runwatch.core.calls import Call
+    from airflow_provider_runwatch.core.connection import ConnectionSettings
+    from airflow_provider_runwatch.core.models import RunStatus
+
 PENDING = "pending"
 RUNNING = "running"
 SUCCEEDED = "succeeded"
+#: An item the batch ended without starting: it stopped at a start refused for the key (401/403).
+NOT_STARTED = "not_started"
 #: The state an item ends in, by the outcome of its wait (:data:`~.models.EventStatus`).
 ENDED_BY_OUTCOME: dict[str, str] = {
     "success": SUCCEEDED,
@@ -35,7 +44,7 @@ ENDED_BY_OUTCOME: dict[str, str] = {
     "timeout": "timeout",
     "error": "error",
 }
-ENDED_STATES = frozenset(ENDED_BY_OUTCOME.values())
+ENDED_STATES = frozenset(ENDED_BY_OUTCOME.values()) | {NOT_STARTED}
 #: Errors kept per item (between deferrals, in events, in the ``runs`` XCom and the failure table).
 ITEM_ERROR_CHARS = 200
 #: The most runs one batch task may hold at once: the trigger's kwargs carry every running item's id.
@@ -72,6 +81,9 @@ class BatchItem:
     attempts: int = 0
     #: Cost or usage of a succeeded run, as the vendor reported it (small: a few numbers).
     usage: dict[str, Any] | None = None
+    #: Where the start answer said to poll this run (GloriaMundo's ``poll_url``), else ``None``: handed to
+    #: :meth:`~.adapter.RunAdapter.with_poll_url`, which makes the choice for the single-run path too.
+    poll_url: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -82,12 +94,13 @@ class BatchItem:
         return self.ended and self.state != SUCCEEDED
 
     def to_json(self) -> list[Any]:
-        return [self.index, self.run_id, self.state, self.error, self.attempts, self.usage]
+        row = [self.index, self.run_id, self.state, self.error, self.attempts, self.usage]
+        return [*row, self.poll_url] if self.poll_url else row
 
     @classmethod
     def from_json(cls, data: Sequence[Any]) -> BatchItem:
-        index, run_id, state, error, attempts, usage = (list(data) + [None] * 6)[:6]
-        return cls(int(index), run_id, str(state or PENDING), error, int(attempts or 0), usage)
+        index, run_id, state, error, attempts, usage, poll_url = (list(data) + [None] * 7)[:7]
+        return cls(int(index), run_id, str(state or PENDING), error, int(attempts or 0), usage, poll_url or None)
 
     def summary(self, vendor: str) -> dict[str, Any]:
         """The item's entry in the ``runs`` XCom."""
@@ -105,7 +118,9 @@ class ResumeRule:
     - every run it watches has ended (the worker starts the rest, or the batch is over);
     - or enough runs have ended that a worthwhile number of slots is free for the items still waiting
       (``min(waiting, max(1, concurrency // 4))``), and no refusal asked to wait longer;
-    - or a refusal's wake-up time (``not_before``) has come and at least one slot is free.
+    - or a refusal's wake-up time (``not_before``) has come and at least one slot is free;
+    - and never before ``earliest``: the task deferred at most that long ago (see
+      :attr:`~airflow_provider_runwatch.operators.batch.RunBatchOperator.admission_sleep_below`).
     """
 
     concurrency: int
@@ -114,12 +129,16 @@ class ResumeRule:
     #: Slots free when the trigger was created (after a refusal the worker left some free on purpose).
     free: int = 0
     not_before: float | None = None
+    #: No hand-back before this time (epoch seconds), whatever ended: runs that end meanwhile are collected.
+    earliest: float | None = None
 
     @property
     def worthwhile(self) -> int:
         return min(self.waiting, max(1, self.concurrency // 4))
 
     def due(self, ended: int, still_running: int, now: float) -> bool:
+        if self.earliest is not None and now < self.earliest:
+            return False
         if self.waiting == 0:
             return still_running == 0
         if self.not_before is not None and now < self.not_before:
@@ -131,10 +150,10 @@ class ResumeRule:
         return self.free + ended >= self.worthwhile
 
     def wake_at(self, now: float) -> float | None:
-        """When the rule may become true with no run ending (a refusal's wake-up time), else ``None``."""
-        if self.waiting and self.not_before is not None and self.not_before > now:
-            return self.not_before
-        return None
+        """When the rule may become true with no run ending (a refusal's wake-up time, ``earliest``), else
+        ``None``."""
+        times = [t for t in (self.not_before if self.waiting else None, self.earliest) if t is not None and t > now]
+        return min(times) if times else None
 
 
 @dataclass
@@ -157,6 +176,10 @@ class BatchPlan:
     # -- reading ------------------------------------------------------------------------------------
     def running(self) -> list[BatchItem]:
         return [item for item in self.items if item.state == RUNNING]
+
+    def running_refs(self) -> list[RunRef]:
+        """``(index, run id, poll_url)`` of every running item: what the watch needs, and nothing else."""
+        return [(item.index, str(item.run_id), item.poll_url) for item in self.running()]
 
     def waiting(self) -> list[BatchItem]:
         return [item for item in self.items if item.state == PENDING]
@@ -185,8 +208,8 @@ class BatchPlan:
         return ResumeRule(self.max_concurrency, len(self.waiting()), self.free_slots(), self.not_before)
 
     # -- changes ------------------------------------------------------------------------------------
-    def started(self, item: BatchItem, run_id: str) -> None:
-        item.run_id, item.state, item.error = run_id, RUNNING, None
+    def started(self, item: BatchItem, run_id: str, poll_url: str | None = None) -> None:
+        item.run_id, item.state, item.error, item.poll_url = run_id, RUNNING, None, poll_url
         item.attempts += 1
         self.refusals, self.not_before = 0, None
 
@@ -196,6 +219,11 @@ class BatchPlan:
         delay = self.backoff.delay(refusal, self.refusals)
         self.not_before = now + delay
         return delay
+
+    def hold(self, until: float) -> None:
+        """No start before ``until`` (the key's start budget has no slot sooner): not a refusal, so the
+        refusal backoff does not grow."""
+        self.not_before = until if self.not_before is None else max(self.not_before, until)
 
     def start_failed(self, item: BatchItem, error: str) -> None:
         """A start failed for another reason: the item fails (it is never started again blindly)."""
@@ -232,10 +260,11 @@ class BatchPlan:
         self.refusals, self.not_before = 0, None
         return again
 
-    def not_started(self, why: str) -> None:
-        """The batch ends with items never started (the deadline passed): they end as ``timeout``."""
+    def not_started(self, why: str, state: str = "timeout") -> None:
+        """The batch ends with items never started: they end as ``timeout`` (the deadline passed) or
+        :data:`NOT_STARTED` (it stopped at a start refused for the key)."""
         for item in self.waiting():
-            item.state, item.error = "timeout", shorten(why, ITEM_ERROR_CHARS)
+            item.state, item.error = state, shorten(why, ITEM_ERROR_CHARS)
 
     # -- reporting ----------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
@@ -293,6 +322,29 @@ def event_item(index: int, event: RunEvent) -> dict[str, Any]:
 
 # -- watching many runs at once (sans-I/O; drivers in triggers/batch.py and operators/batch.py) -------------
 Outcome = float | RunEvent
+#: A running item as the watch knows it: index, run id, and the start answer's ``poll_url`` (or ``None``).
+RunRef = tuple[int, str, str | None]
+
+
+def run_refs(rows: Iterable[Sequence[Any]]) -> list[RunRef]:
+    """``[[index, run_id], [index, run_id, poll_url], ...]`` (trigger kwargs, older ones without poll_url)."""
+    return [(int(row[0]), str(row[1]), str(row[2]) if len(row) > 2 and row[2] else None) for row in rows]
+
+
+def ref_rows(refs: Iterable[RunRef]) -> list[list[Any]]:
+    """The kwargs form of :func:`run_refs`: ``poll_url`` only where there is one (other vendors' stay short)."""
+    return [[index, run_id, poll_url] if poll_url else [index, run_id] for index, run_id, poll_url in refs]
+
+
+def status_calls(
+    adapter: RunAdapter, settings: ConnectionSettings, refs: Iterable[RunRef]
+) -> dict[int, Call[RunStatus]]:
+    """Index -> the status call of each running item (the trigger's and the blocking path's polls), each to
+    where its start said, as the single-run path polls: :meth:`~.adapter.RunAdapter.with_poll_url` chooses."""
+    return {
+        index: adapter.with_poll_url(poll_url).status_call(settings, adapter.validate_run_id(run_id))
+        for index, run_id, poll_url in refs
+    }
 
 
 @dataclass
@@ -348,7 +400,8 @@ class BatchWatch:
 
 
 def pollers_for(
-    runs: Iterable[tuple[int, str]], vendor: str, noun: str, options: WaitOptions, log: Any
+    runs: Iterable[Sequence[Any]], vendor: str, noun: str, options: WaitOptions, log: Any
 ) -> dict[int, Poller]:
-    """One :class:`~.polling.Poller` per running item, for :class:`BatchWatch` (trigger and blocking path)."""
-    return {index: Poller(vendor=vendor, run_id=run_id, options=options, log=log, noun=noun) for index, run_id in runs}
+    """One :class:`~.polling.Poller` per running item (``(index, run_id, ...)``), for :class:`BatchWatch`
+    (trigger and blocking path)."""
+    return {int(run[0]): Poller(vendor=vendor, run_id=str(run[1]), options=options, log=log, noun=noun) for run in runs}

@@ -57,25 +57,27 @@ class RunFailedError(RunwatchError):
 
 
 @cache
-def _import(path: str) -> Any:
+def import_attribute(path: str) -> Any:
     """Import ``package.module.attribute`` once; later calls hit the cache."""
     module, _, attribute = path.rpartition(".")
     return getattr(importlib.import_module(module), attribute)
 
 
-def _default_deferrable() -> bool:
+def default_deferrable() -> bool:
+    """Airflow's ``[operators] default_deferrable``: what ``deferrable=None`` means."""
     from airflow.configuration import conf
 
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
-def _seconds(value: float | timedelta | None, name: str) -> float | None:
+def seconds(value: float | timedelta | None, name: str) -> float | None:
+    """``value`` (seconds or a timedelta) as positive seconds, ``None`` kept; else a clear error naming ``name``."""
     if value is None:
         return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds <= 0:
+    total = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if total <= 0:
         raise ConfigurationError(f"{name} must be positive, got {value!r}")
-    return seconds
+    return total
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class StartedRun:
     url: str | None = None
     #: The start call found the run already there (e.g. an idempotency-key conflict) instead of starting it.
     reattached: bool = False
+    #: Where the start answer said to poll the run (GloriaMundo's ``poll_url``); ``None``: the documented path.
+    poll_url: str | None = None
 
 
 class RunTaskMixin:
@@ -111,13 +115,14 @@ class RunTaskMixin:
     # -- lazily resolved collaborators ----------------------------------------------------------------
     @property
     def adapter(self) -> RunAdapter:
-        adapter: RunAdapter = _import(self.adapter_path)
+        adapter: RunAdapter = import_attribute(self.adapter_path)
         return adapter
 
     @property
     def hook(self) -> RunwatchHook:
         if getattr(self, "_hook", None) is None:
-            self._hook: RunwatchHook | None = _import(self.hook_class_path)(self.conn_id, retry=self.hook_retry)
+            hook_class = import_attribute(self.hook_class_path)
+            self._hook: RunwatchHook | None = hook_class(self.conn_id, retry=self.hook_retry)
         assert self._hook is not None
         return self._hook
 
@@ -157,7 +162,7 @@ class RunTaskMixin:
         return min(candidates) if candidates else None
 
     def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
-        trigger_class: type[RunTrigger] = _import(self.trigger_class_path)
+        trigger_class: type[RunTrigger] = import_attribute(self.trigger_class_path)
         return trigger_class(
             conn_id=self.hook.conn_id,
             run_id=run_id,
@@ -350,10 +355,10 @@ class RunOperator(RunTaskMixin, BaseOperator):
         super().__init__(**kwargs)
         self.conn_id = conn_id
         self.wait_for_completion = wait_for_completion
-        self.deferrable = _default_deferrable() if deferrable is None else deferrable
-        self.poll_interval = _seconds(poll_interval, "poll_interval") or self.default_poll_interval
-        self.timeout = _seconds(timeout, "timeout")
-        self.start_timeout = _seconds(start_timeout, "start_timeout")
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = seconds(poll_interval, "poll_interval") or self.default_poll_interval
+        self.timeout = seconds(timeout, "timeout")
+        self.start_timeout = seconds(start_timeout, "start_timeout")
         self.cancel_on_kill = cancel_on_kill
         self.durable = _durable(durable, reattach)
         if max_consecutive_failures < 1:
@@ -522,7 +527,7 @@ class RunOperator(RunTaskMixin, BaseOperator):
                 url = _stored_url(store, previous) or self.adapter.run_url(self.hook.settings, previous)
                 self.remember(context, StartedRun(previous, url), store)
                 return previous, status
-        elif self.durable and store is None and (context.get("ti") is not None) and _try_number(context) > 1:
+        elif self.durable and store is None and (context.get("ti") is not None) and try_number(context) > 1:
             self.log.warning("task_state_store needs Airflow >= 3.3: this retry cannot reattach and starts a new run")
         started = self.start_run(context)
         verb = "Reattached to" if started.reattached else "Started"
@@ -642,5 +647,6 @@ def _stored_url(store: Any, run_id: str) -> str | None:
     return None
 
 
-def _try_number(context: Context) -> int:
+def try_number(context: Context) -> int:
+    """This try's number (1 outside a task instance, as in unit tests)."""
     return int(getattr(context.get("ti"), "try_number", 1) or 1)

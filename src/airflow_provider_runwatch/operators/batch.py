@@ -27,25 +27,27 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_runwatch.core.errors import ConfigurationError, RunwatchError, shorten
+from airflow_provider_runwatch.core.errors import AuthError, ConfigurationError, RunwatchError, shorten
 from airflow_provider_runwatch.core.retry import ADMITTED_STARTS
 from airflow_provider_runwatch.operators.base import (
     RunFailedError,
+    RunOperator,
     RunTaskMixin,
     StartedRun,
-    _default_deferrable,
-    _import,
-    _seconds,
-    _try_number,
+    default_deferrable,
+    import_attribute,
+    seconds,
+    try_number,
 )
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_runwatch.core.adapter import RunAdapter
     from airflow_provider_runwatch.core.batch import BatchItem, BatchPlan
 
 #: task_state_store keys (Airflow >= 3.3): the batch's header, and one per item.
@@ -84,6 +86,14 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
     default_max_concurrency: ClassVar[int] = 10
     #: The attribute that holds the list of inputs (``inputs``, ``messages``).
     inputs_attribute: ClassVar[str] = "inputs"
+    #: A wait for the next start shorter than this is slept on the worker; a longer one (the key's start budget
+    #: has no slot sooner) is handed to the triggerer, freeing the slot. And no deferral hands the task back
+    #: sooner than this after it deferred (the trigger's ``earliest``), whatever ended or a refusal asked. The
+    #: single-run operators' threshold, for their reasons
+    #: (:attr:`~airflow_provider_runwatch.operators.base.RunOperator.admission_sleep_below`): a deferral costs a
+    #: task start on resume, and on Airflow 3.3.2 one that fires within seconds can lose the scheduler's
+    #: stale-executor-event race (apache/airflow#67287), which fails the task. A class attribute, as there.
+    admission_sleep_below: ClassVar[float] = RunOperator.admission_sleep_below
 
     def __init__(
         self,
@@ -107,9 +117,9 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
         if isinstance(max_failed, bool) or not isinstance(max_failed, int) or max_failed < 0:
             raise ConfigurationError(f"max_failed must be a whole number >= 0, got {max_failed!r}")
         self.max_failed = max_failed
-        self.deferrable = _default_deferrable() if deferrable is None else deferrable
-        self.poll_interval = _seconds(poll_interval, "poll_interval") or self.default_poll_interval
-        self.timeout = _seconds(timeout, "timeout")
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = seconds(poll_interval, "poll_interval") or self.default_poll_interval
+        self.timeout = seconds(timeout, "timeout")
         self.cancel_on_kill = cancel_on_kill
         self.durable = bool(durable)
         if max_consecutive_failures < 1:
@@ -132,6 +142,11 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
     def connection_concurrency(self) -> int | None:
         """The connection's concurrency limit, when the vendor's connection has one."""
         return None
+
+    def start_wait(self) -> float:
+        """Seconds the next start would wait for the key's start budget in this process (GloriaMundo's
+        executions per minute); 0 where starts are not paced."""
+        return 0.0
 
     # -- inputs and limits ----------------------------------------------------------------------------
     def batch_inputs(self) -> list[Any]:
@@ -180,7 +195,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             )
         plan = BatchPlan.from_json(saved["plan"])
         self._generation = int(saved.get("generation") or 0)
-        this_try = _try_number(context)
+        this_try = try_number(context)
         if saved.get("try") not in (None, this_try):
             # Airflow 3.1 does not clear next_method when a deferred task fails and is retried: the new try resumes
             # here, with the earlier try's event and XComs. Treat it as the retry it is: keep what succeeded, watch
@@ -224,6 +239,8 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             ended = plan.apply_events(self._wait_blocking(plan, deadline))
 
     def _defer(self, context: Context, plan: BatchPlan, deadline: float | None) -> None:
+        from airflow_provider_runwatch.core.batch import ref_rows
+
         ti = context["ti"]
         if self._answers:
             ti.xcom_push(
@@ -235,14 +252,17 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             "deadline": deadline,
             "chunks": self._chunks,
             "generation": self._generation,
-            "try": _try_number(context),
+            "try": try_number(context),
         }
         ti.xcom_push(key=PLAN_XCOM, value=saved)
         rule = plan.resume_rule()
-        trigger_class = _import(self.batch_trigger_class_path)
+        earliest = time.time() + self.admission_sleep_below
+        if deadline is not None:
+            earliest = min(earliest, deadline)  # the deadline's own hand-back is never held back
+        trigger_class = import_attribute(self.batch_trigger_class_path)
         trigger = trigger_class(
             conn_id=self.hook.conn_id,
-            runs=[[item.index, item.run_id] for item in plan.running()],
+            runs=ref_rows(plan.running_refs()),
             poll_interval=self.poll_interval,
             concurrency=rule.concurrency,
             waiting=rule.waiting,
@@ -251,22 +271,23 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             deadline=deadline,
             max_consecutive_failures=self.max_consecutive_failures,
             cancel_on_kill=self.cancel_on_kill,
+            earliest=earliest,
         )
         self.defer(trigger=trigger, method_name="execute_complete")
 
     def _wait_blocking(self, plan: BatchPlan, deadline: float | None) -> list[dict[str, Any]]:
         """The ``deferrable=False`` wait: the trigger's schedule and rule, polling on the worker."""
-        from airflow_provider_runwatch.core.batch import BatchWatch, pollers_for
+        from airflow_provider_runwatch.core.batch import BatchWatch, pollers_for, status_calls
         from airflow_provider_runwatch.core.polling import WaitOptions
         from airflow_provider_runwatch.core.retry import NO_RETRY
 
         hook, adapter = self.hook, self.adapter
-        runs = [(item.index, str(item.run_id)) for item in plan.running()]
+        runs = plan.running_refs()
         options = WaitOptions(self.poll_interval, deadline, self.max_consecutive_failures)
         watch = BatchWatch(
             pollers_for(runs, self.vendor_name, adapter.noun, options, self.log), plan.resume_rule(), time.time
         )
-        calls = {index: adapter.status_call(hook.settings, adapter.validate_run_id(run_id)) for index, run_id in runs}
+        calls = status_calls(adapter, hook.settings, runs)
         while not watch.due():
             wake = watch.wake_at()
             nxt = watch.next_due()
@@ -289,10 +310,22 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
 
     # -- starting -------------------------------------------------------------------------------------
     def _start_more(self, context: Context, plan: BatchPlan, inputs: list[Any], deadline: float | None) -> None:
-        from airflow_provider_runwatch.core.admission import refusal_of
+        from airflow_provider_runwatch.core.admission import refusal_of, span
 
         store = self.state_store(context)
         for item in plan.to_start(time.time()):
+            if self.deferrable and (wait := self.start_wait()) > 0 and wait >= self.admission_sleep_below:
+                # Asleep in the client this would hold the worker slot for the whole wait: the trigger waits
+                # instead (it sends nothing for it) and hands the task back when the slot has come.
+                plan.hold(time.time() + wait if deadline is None else min(time.time() + wait, deadline))
+                self.log.info(
+                    "%s: the key's start budget has no slot for %s; %d running, %d waiting: deferring until then",
+                    self.vendor_name,
+                    span(wait),
+                    len(plan.running()),
+                    len(plan.waiting()),
+                )
+                return
             try:
                 started = self.start_item(context, item, inputs[item.index])
             except Exception as exc:
@@ -309,15 +342,45 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
                         delay,
                     )
                     return
+                if isinstance(exc, AuthError):
+                    self._stop_at_refused_key(context, plan, item, exc)
                 why = str(exc) if isinstance(exc, RunwatchError) else f"unexpected {type(exc).__name__}: {exc}"
                 plan.start_failed(item, why)
                 self.log.warning("%s batch item %d could not be started: %s", self.vendor_name, item.index, why)
                 self._record(store, item)
                 continue
-            plan.started(item, started.run_id)
+            plan.started(item, started.run_id, started.poll_url)
             verb = "Reattached item %d to" if started.reattached else "Started item %d:"
             self.log.info(f"{verb} %s", item.index, self.what(started.run_id))
             self._record(store, item)
+
+    def item_adapter(self, item: BatchItem) -> RunAdapter:
+        """The adapter reading ``item``'s run where its start said, as the single-run operator reads its run."""
+        return self.adapter.with_poll_url(item.poll_url)
+
+    def _stop_at_refused_key(self, context: Context, plan: BatchPlan, item: BatchItem, error: AuthError) -> NoReturn:
+        """A start refused with 401/403: every other start would be refused the same way, so the batch stops
+        here with one line (the hook's, naming the connection and the field to fix) instead of failing each item
+        in turn. Items not started end as ``not_started``; runs already started keep their ids (``runs`` XCom,
+        ``task_state_store``), and a retry once the key is fixed reattaches to them."""
+        from airflow_provider_runwatch.core.batch import ITEM_ERROR_CHARS, NOT_STARTED
+
+        cause = shorten(str(error), 1000).rstrip(".")
+        plan.not_started(f"not started: the batch stopped at item {item.index}'s refused start", NOT_STARTED)
+        item.error = shorten(f"start refused: {cause}", ITEM_ERROR_CHARS)
+        context["ti"].xcom_push(key="runs", value=[i.summary(self.adapter.vendor.name) for i in plan.items])
+        not_started, running = sum(i.state == NOT_STARTED for i in plan.items), len(plan.running())
+        ended = len(plan.items) - not_started - running
+        going = (
+            f"; {running} started before keep running (their run ids are in the 'runs' XCom: a retry once the "
+            "connection is fixed reattaches to them)"
+            if running
+            else ""
+        )
+        raise RunFailedError(
+            f"{self.vendor_name} batch stopped at item {item.index}, whose start was refused: {cause}. "
+            f"{not_started} of {len(plan.items)} items were not started, {ended} had ended{going}."
+        ) from None
 
     # -- collecting -----------------------------------------------------------------------------------
     def _collect(self, context: Context, plan: BatchPlan, ended: list[BatchItem]) -> None:
@@ -327,7 +390,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
         for item in ended:
             if item.state == "succeeded" and item.run_id is not None:
                 try:
-                    result = self.hook.get_result(self.adapter, item.run_id)
+                    result = self.hook.get_result(self.item_adapter(item), item.run_id)
                 except RunwatchError as exc:
                     plan.ended(item.index, "error", f"succeeded but its result could not be fetched: {exc}")
                 else:
@@ -401,7 +464,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
         try:
             store.set(
                 ITEM_KEY.format(index=item.index),
-                {"run_id": item.run_id, "state": item.state, "attempts": item.attempts},
+                {"run_id": item.run_id, "state": item.state, "attempts": item.attempts, "poll_url": item.poll_url},
             )
         except Exception as exc:  # the store is for retries; the batch itself goes on
             self.log.warning("task_state_store write for item %d failed: %s", item.index, exc)
@@ -414,7 +477,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
         plan = BatchPlan.new(count, self.concurrency(), self.max_failed)
         store = self.state_store(context)
         if store is None:
-            if self.durable and context.get("ti") is not None and _try_number(context) > 1:
+            if self.durable and context.get("ti") is not None and try_number(context) > 1:
                 self.log.warning(
                     "task_state_store needs Airflow >= 3.3: this retry cannot find the runs of its earlier try%s",
                     self.retry_note(),
@@ -431,6 +494,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             if not isinstance(saved, dict) or not saved.get("run_id"):
                 continue
             item.run_id, item.attempts = str(saved["run_id"]), int(saved.get("attempts") or 1)
+            item.poll_url = str(saved["poll_url"]) if saved.get("poll_url") else None
             if saved.get("state") in ("succeeded", "running"):
                 item.state = str(saved["state"])
         kept = plan.counts()
@@ -451,7 +515,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
 
         for item in plan.running():
             try:
-                status = self.hook.get_status(self.adapter, str(item.run_id))
+                status = self.hook.get_status(self.item_adapter(item), str(item.run_id))
             except RunwatchError as exc:
                 self.log.warning(
                     "Cannot read %s of an earlier try (%s); watching it again", self.what(str(item.run_id)), exc
@@ -488,3 +552,16 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             return
         self.log.warning("Task killed while %d %s runs were still going", len(run_ids), self.vendor_name)
         self.cancel_runs(run_ids)
+
+
+def budget_wait(budget: Any, bucket: str) -> float:
+    """Seconds a request of ``bucket`` would wait now for its slot in ``budget`` (a
+    :class:`~airflow_provider_runwatch.core.ratelimit.KeyBudget`), without keeping the slot: the slot is
+    reserved and given back at once (it is the newest one, so the schedule is as it was; a worker runs one
+    task, so nothing reserves in between). 0 for a bucket the budget does not limit."""
+    limited = budget.buckets.get(bucket)
+    if limited is None:
+        return 0.0
+    slot = limited.reserve()
+    limited.release(slot)
+    return max(0.0, float(slot - limited.clock()))

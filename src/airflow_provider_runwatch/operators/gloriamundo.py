@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_runwatch.core.errors import ConfigurationError, RunwatchError
-from airflow_provider_runwatch.operators.base import RunOperator, StartedRun, _import
-from airflow_provider_runwatch.operators.batch import RunBatchOperator
+from airflow_provider_runwatch.operators.base import RunOperator, StartedRun, import_attribute
+from airflow_provider_runwatch.operators.batch import RunBatchOperator, budget_wait
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -61,7 +61,7 @@ class GloriaMundoWorkflowOperator(RunOperator):
     @property
     def adapter(self) -> RunAdapter:
         """Polls the execute answer's ``poll_url`` once this task started the run (the documented path else)."""
-        adapter: RunAdapter = _import(self.adapter_path)
+        adapter: RunAdapter = import_attribute(self.adapter_path)
         return adapter.with_poll_url(getattr(self, "_poll_url", None))
 
     def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
@@ -129,6 +129,14 @@ class GloriaMundoWorkflowBatchOperator(RunBatchOperator):
             )
         return value
 
+    def start_wait(self) -> float:
+        """How long the next execute waits for the key's ``executions_per_minute`` in this process."""
+        from airflow_provider_runwatch.vendors.gloriamundo import EXECUTE_BUCKET
+
+        hook: GloriaMundoHook = self.hook  # type: ignore[assignment]
+        return budget_wait(hook.budget(hook.settings), EXECUTE_BUCKET)
+
     def start_item(self, context: Context, item: BatchItem, value: Any) -> StartedRun:
         hook: GloriaMundoHook = self.hook  # type: ignore[assignment]
-        return StartedRun(hook.execute_workflow(self.workflow_id, value).run_id)
+        started = hook.execute_workflow(self.workflow_id, value)
+        return StartedRun(started.run_id, poll_url=started.poll_url)

@@ -16,7 +16,13 @@ from airflow.sdk import BaseOperator
 from airflow_provider_runwatch.core.checks import optional_whole_number, whole_number
 from airflow_provider_runwatch.core.errors import ConfigurationError
 from airflow_provider_runwatch.links import GumloopRunLink
-from airflow_provider_runwatch.operators.base import RunFailedError, RunOperator, StartedRun, _import, _try_number
+from airflow_provider_runwatch.operators.base import (
+    RunFailedError,
+    RunOperator,
+    StartedRun,
+    import_attribute,
+    try_number,
+)
 from airflow_provider_runwatch.operators.batch import RunBatchOperator
 from airflow_provider_runwatch.operators.gumloop_approvals import AirflowApprovalsMixin
 from airflow_provider_runwatch.operators.gumloop_shared import (
@@ -113,7 +119,7 @@ class GumloopAgentOperator(RunOperator):
         except ConflictError:
             # 409 interaction_not_in_terminal_state on a retry: most likely the turn the earlier try sent is still
             # running (without task_state_store nothing recorded it). Watch it rather than fail the retry.
-            if self.interaction_id and _try_number(context) > 1:
+            if self.interaction_id and try_number(context) > 1:
                 self.log.warning(
                     "Gumloop agent interaction %s is still running, probably with the message an earlier try sent; "
                     "watching it instead of sending the message again",
@@ -464,7 +470,7 @@ class GumloopListSessionsOperator(BaseOperator):
         self.max_sessions = optional_whole_number(max_sessions, "max_sessions")
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        hook: GumloopHook = _import(HOOK)(self.conn_id)
+        hook: GumloopHook = import_attribute(HOOK)(self.conn_id)
         after = _as_datetime(self.created_after, "created_after")
         before = _as_datetime(self.created_before, "created_before")
         order = (self.sort_order or "").strip() or None

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from airflow_provider_runwatch.core.errors import ConfigurationError
-from airflow_provider_runwatch.operators.base import RunFailedError, _seconds
+from airflow_provider_runwatch.operators.base import RunFailedError, seconds
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -102,7 +102,7 @@ class AirflowApprovalsMixin:
         self.approval_notifiers = (
             list(notifiers) if isinstance(notifiers, list | tuple) else [notifiers] * bool(notifiers)
         )
-        self.approval_timeout = _seconds(timeout, "approval_timeout")
+        self.approval_timeout = seconds(timeout, "approval_timeout")
         self.approval_default = check_default(default)
         if mode == "airflow":
             try:

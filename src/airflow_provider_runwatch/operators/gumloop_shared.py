@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from airflow_provider_runwatch.core.errors import ConfigurationError
-from airflow_provider_runwatch.operators.base import RunFailedError, _import
+from airflow_provider_runwatch.operators.base import RunFailedError, import_attribute
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -56,13 +56,13 @@ class InteractionTask(GumloopTask, Protocol):
 
 # -- interactions: the task's user/project override follows the run to the triggerer ----------------------------
 def interaction_adapter(task: InteractionTask) -> RunAdapter:
-    adapter = _import("airflow_provider_runwatch.vendors.gumloop.INTERACTIONS")
+    adapter = import_attribute("airflow_provider_runwatch.vendors.gumloop.INTERACTIONS")
     bound: RunAdapter = adapter.with_identity(task.user_id, task.project_id)
     return bound
 
 
 def interaction_trigger(task: InteractionTask, run_id: str, deadline: float | None, stop_on_paused: bool) -> RunTrigger:
-    trigger_class = _import("airflow_provider_runwatch.triggers.gumloop.GumloopAgentTrigger")
+    trigger_class = import_attribute("airflow_provider_runwatch.triggers.gumloop.GumloopAgentTrigger")
     trigger: RunTrigger = trigger_class(
         conn_id=task.hook.conn_id,
         run_id=run_id,

@@ -14,7 +14,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_runwatch.core.errors import ConfigurationError, VendorAPIError
 from airflow_provider_runwatch.core.models import RunEvent
-from airflow_provider_runwatch.operators.base import RunTaskMixin, _default_deferrable
+from airflow_provider_runwatch.operators.base import RunTaskMixin, default_deferrable
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -48,7 +48,7 @@ class RunSensor(RunTaskMixin, BaseSensorOperator):
         super().__init__(**kwargs)
         self.run_id = run_id
         self.conn_id = conn_id
-        self.deferrable = _default_deferrable() if deferrable is None else deferrable
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.poll_interval = float(self.poke_interval)
         if max_consecutive_failures < 1:
             raise ConfigurationError(f"max_consecutive_failures must be >= 1, got {max_consecutive_failures}")

@@ -5,8 +5,10 @@ says enough runs ended to start more, or all of them did.
 Each run is polled through its own :class:`~airflow_provider_runwatch.core.polling.Poller` (the deadline,
 backoff, ``Retry-After`` and failure budget of the single-run trigger); the polls of all runs go through the
 hook's client, so a per-key budget (GloriaMundo's 60 polls a minute) spreads them evenly instead of letting
-them burst. Kwargs carry the running items' index and run id only (at most ``max_concurrency``, never the
-inputs or a secret); the event carries ids, states and short errors of the runs that ended.
+them burst. Each run is polled where its start said (GloriaMundo's ``poll_url``), the same choice the
+single-run trigger makes (:func:`~airflow_provider_runwatch.core.batch.status_calls`). Kwargs carry the running
+items' index, run id and that ``poll_url`` only (at most ``max_concurrency``, never the inputs or a secret);
+the event carries ids, states and short errors of the runs that ended.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_runwatch.core.batch import BatchWatch, ResumeRule, pollers_for
+from airflow_provider_runwatch.core.batch import BatchWatch, ResumeRule, pollers_for, ref_rows, run_refs, status_calls
 from airflow_provider_runwatch.core.polling import WaitOptions
 from airflow_provider_runwatch.core.retry import NO_RETRY
 
@@ -69,11 +71,13 @@ class RunBatchTrigger(BaseTrigger):
         deadline: float | None = None,
         max_consecutive_failures: int = 5,
         cancel_on_kill: bool = True,
+        earliest: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.conn_id = conn_id
-        #: ``[[index, run_id], ...]``: the items still going when the task deferred.
-        self.runs = [(int(index), str(run_id)) for index, run_id in runs]
+        #: ``(index, run_id, poll_url)`` of the items still going when the task deferred (kwargs: ``[[index,
+        #: run_id, poll_url], ...]``, ``poll_url`` left out where there is none, as in triggers of 0.1).
+        self.runs = run_refs(runs)
         self.poll_interval = float(poll_interval)
         self.concurrency = int(concurrency)
         self.waiting = int(waiting)
@@ -82,13 +86,17 @@ class RunBatchTrigger(BaseTrigger):
         self.deadline = None if deadline is None else float(deadline)
         self.max_consecutive_failures = int(max_consecutive_failures)
         self.cancel_on_kill = bool(cancel_on_kill)
+        #: No event before this time (epoch seconds): set by the operator a floor after its deferral, since on
+        #: Airflow 3.3.2 a trigger firing within seconds of the deferral can lose the scheduler's race with the
+        #: deferring try's stale executor event, which fails the task (apache/airflow#67287).
+        self.earliest = None if earliest is None else float(earliest)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "conn_id": self.conn_id,
-                "runs": [[index, run_id] for index, run_id in self.runs],
+                "runs": ref_rows(self.runs),
                 "poll_interval": self.poll_interval,
                 "concurrency": self.concurrency,
                 "waiting": self.waiting,
@@ -97,11 +105,12 @@ class RunBatchTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "max_consecutive_failures": self.max_consecutive_failures,
                 "cancel_on_kill": self.cancel_on_kill,
+                "earliest": self.earliest,
             },
         )
 
     def rule(self) -> ResumeRule:
-        return ResumeRule(self.concurrency, self.waiting, self.free, self.not_before)
+        return ResumeRule(self.concurrency, self.waiting, self.free, self.not_before, self.earliest)
 
     async def run(self) -> AsyncGenerator[TriggerEvent, None]:
         options = WaitOptions(self.poll_interval, self.deadline, self.max_consecutive_failures)
@@ -111,9 +120,7 @@ class RunBatchTrigger(BaseTrigger):
         try:
             hook = self.hook_class(self.conn_id)
             async with hook.async_client() as client:
-                calls = {
-                    i: self.adapter.status_call(client.settings, self.adapter.validate_run_id(r)) for i, r in self.runs
-                }
+                calls = status_calls(self.adapter, client.settings, self.runs)
 
                 async def poll(index: int) -> None:
                     poller = watch.pollers[index]
@@ -134,6 +141,8 @@ class RunBatchTrigger(BaseTrigger):
             raise
         except Exception as exc:  # the task must hear about it as an event, not a triggerer traceback
             message = f"batch trigger stopped: {type(exc).__name__}: {exc}"[:500]
+        if self.earliest is not None and (hold := self.earliest - time.time()) > 0:
+            await asyncio.sleep(hold)  # a failure too waits out the floor: the race would hide its message
         self.log.info("%d of %d runs ended; handing the batch back to the worker", len(watch.ended), len(self.runs))
         payload = {"kind": BATCH_EVENT, "ended": watch.ended, "message": message}
         yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
@@ -141,7 +150,7 @@ class RunBatchTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """Airflow >= 3.3, on a user's mark-failed/success or clear: cancel every run still going where the
         vendor can, else say once which runs go on."""
-        ids = [run_id for _, run_id in self.runs]
+        ids = [run_id for _, run_id, _ in self.runs]
         if not ids:
             return
         vendor, noun = self.adapter.vendor.display_name, self.adapter.noun
