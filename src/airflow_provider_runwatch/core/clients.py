@@ -39,6 +39,8 @@ from airflow_provider_runwatch.core.errors import (
 from airflow_provider_runwatch.core.network import context_for
 from airflow_provider_runwatch.core.retry import RetryPolicy
 from airflow_provider_runwatch.core.shared_transport import TransportHandle, httpx_proxy
+from airflow_provider_runwatch.core.sync_transport import TOTAL_EXCEEDED as _TOTAL_EXCEEDED
+from airflow_provider_runwatch.core.sync_transport import bounded, bounded_transport
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -249,7 +251,9 @@ class ApiClient(_ClientBase):
 
     def __init__(self, settings: ConnectionSettings, options: ClientOptions) -> None:
         super().__init__(settings, options)
-        self._http = httpx.Client(**options.client_kwargs(settings), proxy=httpx_proxy(settings))
+        kwargs = options.client_kwargs(settings)
+        transport = bounded_transport(kwargs.pop("verify"), httpx_proxy(settings))
+        self._http = httpx.Client(**kwargs, transport=transport)
 
     def __enter__(self) -> ApiClient:
         return self
@@ -286,8 +290,9 @@ class ApiClient(_ClientBase):
         # The budget wait is part of the attempt: it never goes past the attempt's total (or deadline).
         if request.bucket is not None and limiter is not None and not limiter.acquire_blocking(request.bucket, total):
             raise self._no_slot(request, total)
-        # httpx's timeouts are per step (a read is the gap between two arrivals of bytes): each is cut to the
-        # total, and the body's chunks are checked against it, so a trickled body ends at the total too.
+        # httpx's timeouts are per step (a read is the gap between two arrivals of bytes): the transport's
+        # streams cut each step to the time left (core/sync_transport.py), head and body alike, so an answer
+        # trickled byte by byte ends at the total too.
         left = ends - time.monotonic()
         limits = self.options.timeout.as_dict()
         timeout = httpx.Timeout(**{k: left if v is None else min(v, left) for k, v in limits.items()})
@@ -295,18 +300,16 @@ class ApiClient(_ClientBase):
             if left <= 0:
                 raise httpx.ReadTimeout(_TOTAL_EXCEEDED % total)
             kwargs = self.options.request_kwargs(request)
-            with self._http.stream(request.method, request.path, timeout=timeout, **kwargs) as resp:
+            with (
+                bounded(ends, total),
+                self._http.stream(request.method, request.path, timeout=timeout, **kwargs) as resp,
+            ):
                 body = _CappedBody(self.settings, request, resp, self.options.max_response_bytes)
                 for chunk in resp.iter_bytes():
                     body.add(chunk)
-                    if time.monotonic() > ends:
-                        raise httpx.ReadTimeout(_TOTAL_EXCEEDED % total)
                 return body.interpret()
         except httpx.HTTPError as exc:
             raise transport_error(self.settings, request, exc) from None
-
-
-_TOTAL_EXCEEDED = "the answer did not arrive within the request's total time limit (%gs)"
 
 
 class _NoTransport(httpx.AsyncBaseTransport):
