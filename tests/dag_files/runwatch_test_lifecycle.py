@@ -7,7 +7,8 @@ Airflow stored and what the emulator saw):
   run; the run URL and the "View run on Gumloop" link survive the retry; a probe shows what a retry sees of
   its earlier try's XCom.
 - ``runwatch_test_lifecycle_deadlines``: ``timeout`` passing (both modes), ``execution_timeout`` enforced by the
-  trigger (deferred), and ``execution_timeout`` firing while a poll hangs (blocking: Airflow calls ``on_kill``).
+  trigger (deferred), and ``execution_timeout`` while a poll hangs (blocking: the provider's deadline, a margin
+  before Airflow's kill, cuts the poll and ends the wait; ``on_kill`` remains the backstop).
 - ``runwatch_test_lifecycle_budget``: 5xx bursts shorter and longer than ``max_consecutive_failures``; its
   tasks also show which kinds store a "View run" link (Gumloop flows only).
 
@@ -163,9 +164,10 @@ with DAG("runwatch_test_lifecycle_deadlines", schedule=None, start_date=START, c
     for kind in KINDS:
         for mode, deferrable in MODES.items():
             run_task(kind, f"timeout_{kind}_{mode}", "polls=never", deferrable=deferrable, timeout=2)
-        # Blocking: a poll hangs (the vendor holds the answer 30 s), Airflow's execution_timeout fires mid-poll
-        # and calls on_kill, which cancels the run where the vendor can. The provider's own deadline (4 s after
-        # execute began) must not pass before the first poll (within 1 s for Gumloop).
+        # Blocking: a poll hangs (the vendor holds the answer 30 s). The provider's own deadline (4 s after execute
+        # began, a margin before execution_timeout) cuts it and the task fails with the deadline line, cancelling
+        # where the vendor can, before Airflow must kill it; that deadline must not pass before the first poll
+        # (within 1 s for Gumloop).
         run_task(
             kind,
             f"kill_{kind}_blocking",

@@ -361,3 +361,34 @@ def test_stream_is_not_emulated(puffle: PuffleClient, http: httpx.Client) -> Non
     response = http.post("/api/agent/chat/stream", json={"message": "hi"}, headers=puffle.auth())
     assert response.status_code == 501
     assert response.json()["error"].startswith("emulator: ")
+
+
+def test_trickle_head_sends_the_head_a_byte_at_a_time_then_the_body(
+    puffle: PuffleClient, emulator: EmulatorServer
+) -> None:
+    """``trickle_head``: the status line and headers leave one byte per interval (read off a raw socket), then the
+    body at once; the answer is a whole, valid one, and the next request on the connection is served as usual."""
+    import socket
+
+    run_id = puffle.start_run("Acme [emulator: polls=never trickle_head=0.02]")
+    host, port = emulator.url.split("//")[1].split(":")
+    request = (
+        f"GET /api/agent/chat/{run_id} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: {puffle.auth()['Authorization']}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        reads: list[bytes] = []
+        data = b""
+        while b"\r\n\r\n" not in data:
+            reads.append(sock.recv(65536))
+            data += reads[-1]
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert len(reads) > len(head) // 2, f"{len(reads)} reads for a {len(head)}-byte head: not trickled"
+        length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))  # type: ignore[union-attr]
+        while len(body) < length:
+            body += sock.recv(65536)
+        assert json.loads(body)["runId"] == run_id
+        sock.sendall(request.replace(b"/chat/", b"/chat/x"))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 4"), "the connection goes on serving"

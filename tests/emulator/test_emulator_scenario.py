@@ -72,6 +72,7 @@ def test_all_keys_parse() -> None:
         start_status=429,
     )
     assert parse_spec("retry_after_date=4").retry_after_date == 4.0  # type: ignore[union-attr]
+    assert parse_spec("trickle=0.5 stall=3 trickle_head=0.25") == Scenario(trickle=0.5, stall=3.0, trickle_head=0.25)
     assert Scenario().error == DEFAULT_ERROR
 
 

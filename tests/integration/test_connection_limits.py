@@ -36,12 +36,15 @@ def test_max_response_bytes_caps_both_clients(
         asyncio.run(PuffleHook("puffle_limits").aget_chat_run(run_id))
 
 
+@pytest.mark.parametrize("trickled", ["trickle", "trickle_head"], ids=["body", "head"])
 def test_http_timeout_total_bounds_a_trickled_answer_on_both_clients(
-    monkeypatch: pytest.MonkeyPatch, runwatch_emulator: EmulatorServer
+    monkeypatch: pytest.MonkeyPatch, runwatch_emulator: EmulatorServer, trickled: str
 ) -> None:
+    """The body, or the head (status line and headers), one byte every 0.5 s: each read is quick, the answer
+    never ends in time; the attempt is cut at its total on the blocking and on the asyncio client."""
     connect(monkeypatch, runwatch_emulator, http_timeout={"total": 1})
     hook = PuffleHook("puffle_limits", retry=NO_RETRY)
-    run_id = hook.start_chat("slow [emulator: polls=never trickle=0.5]").runId
+    run_id = hook.start_chat(f"slow [emulator: polls=never {trickled}=0.5]").runId
     for read in (
         hook.get_chat_run,
         lambda r: asyncio.run(PuffleHook("puffle_limits", retry=NO_RETRY).aget_chat_run(r)),

@@ -15,19 +15,20 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from airflow_provider_runwatch.core.connection import ConnectionSettings
+from airflow_provider_runwatch.core.errors import TransportError
 from airflow_provider_runwatch.core.http import ClientOptions
 from airflow_provider_runwatch.emulator.server import EmulatorServer
 from airflow_provider_runwatch.hooks.gloriamundo import GloriaMundoHook
 from airflow_provider_runwatch.triggers.gloriamundo import GloriaMundoRunTrigger
 from tests.conftest import SECRET_KEY
-from tests.helpers import first_event
+from tests.helpers import NO_RETRY, first_event
 
 LIMITS = "/_emulator/gloriamundo/limits"
 SCALE = 10.0
@@ -224,3 +225,79 @@ def test_blocking_waits_in_worker_threads_share_the_budget_too(
     polls = polls_of(emulator, run_ids)
     assert len(polls) == 72 and [p["status"] for p in polls].count(429) == 0
     assert time.monotonic() - began >= 71 / 50 - 0.05, "72 polls at 50 per second take at least 1.4 s"
+
+
+# -- a budget wait never goes past the wait's deadline, nor a request's total limit (issue 14) ---------------
+def spent_poll_budget(monkeypatch: pytest.MonkeyPatch, emulator: EmulatorServer, conn_id: str) -> str:
+    """A run of a key whose poll budget (1 per minute) this process has just spent on it: the next slot is 60 s
+    away."""
+    connect(monkeypatch, emulator, conn_id, polls_per_minute=1, rate_window_seconds=60)
+    hook = GloriaMundoHook(conn_id)
+    run_id = hook.execute_workflow("wf_spent", {"n": "[emulator: polls=never]"}).run_id
+    hook.get_run_status(run_id)
+    return run_id
+
+
+def assert_ends_at_the_deadline(event: dict[str, Any], run_id: str, deadline: float, ended: float) -> None:
+    assert (event["status"], event["run_id"]) == ("timeout", run_id), event
+    assert event["message"].startswith("deadline passed while the run was still going"), event
+    assert deadline - 0.1 <= ended < deadline + 1.0, f"ended {ended - deadline:+.1f} s from the deadline"
+
+
+@pytest.mark.anyio
+async def test_a_spent_poll_budget_ends_a_deferred_wait_at_its_deadline(
+    monkeypatch: pytest.MonkeyPatch, runwatch_emulator: EmulatorServer
+) -> None:
+    """The trigger's poll waits for a slot only as long as the wait has left, then the wait times out as if the
+    poll had said "still running" (before: it waited the slot out, a minute past the deadline)."""
+    run_id = spent_poll_budget(monkeypatch, runwatch_emulator, "gm_spent_deferred")
+    deadline = time.time() + 2.0
+    event = await first_event(
+        GloriaMundoRunTrigger(conn_id="gm_spent_deferred", run_id=run_id, poll_interval=0.2, deadline=deadline)
+    )
+    assert_ends_at_the_deadline(event, run_id, deadline, time.time())
+    assert len(polls_of(runwatch_emulator, [run_id])) == 1, "no poll was sent over the budget"
+
+
+def test_a_spent_poll_budget_ends_a_blocking_wait_at_its_deadline(
+    monkeypatch: pytest.MonkeyPatch, runwatch_emulator: EmulatorServer
+) -> None:
+    """The same on the worker (``deferrable=False``): the operator's blocking wait."""
+    from airflow_provider_runwatch.operators.gloriamundo import GloriaMundoWorkflowOperator
+
+    run_id = spent_poll_budget(monkeypatch, runwatch_emulator, "gm_spent_blocking")
+    op = GloriaMundoWorkflowOperator(
+        task_id="spent", conn_id="gm_spent_blocking", workflow_id="wf_spent", poll_interval=0.2, deferrable=False
+    )
+    deadline = time.time() + 2.0
+    event = op.wait_blocking(run_id, deadline)
+    assert_ends_at_the_deadline(event.model_dump(mode="json"), run_id, deadline, time.time())
+    assert len(polls_of(runwatch_emulator, [run_id])) == 1, "no poll was sent over the budget"
+
+
+def test_a_spent_execution_budget_fails_a_start_at_its_total_limit_on_both_clients(
+    monkeypatch: pytest.MonkeyPatch, runwatch_emulator: EmulatorServer
+) -> None:
+    """A start's wait for an execution slot is part of the request, bounded by its total (``http_timeout``):
+    a transient failure that sent nothing, so trying again later is safe."""
+    limits = {"executions_per_minute": 1, "rate_window_seconds": 60, "http_timeout": {"total": 1}}
+    connect(monkeypatch, runwatch_emulator, "gm_spent_exec", **limits)
+    hook = GloriaMundoHook("gm_spent_exec", retry=NO_RETRY)
+    hook.execute_workflow("wf_spent", {"n": "[emulator: polls=never]"})
+    sent = len(runwatch_emulator.requests(vendor="gloriamundo", method="POST"))
+
+    async def start_async() -> object:
+        return await GloriaMundoHook("gm_spent_exec", retry=NO_RETRY).aexecute_workflow("wf_spent", {})
+
+    starts: list[Callable[[], object]] = [
+        lambda: hook.execute_workflow("wf_spent", {"n": "second"}),
+        lambda: asyncio.run(start_async()),
+    ]
+    for start in starts:
+        began = time.monotonic()
+        with pytest.raises(TransportError, match="no slot of this key's 'execute' rate budget") as info:
+            start()
+        took = time.monotonic() - began
+        assert info.value.transient and not info.value.reached_server
+        assert 0.9 <= took < 2.0, f"the attempt took {took:.1f}s; its total limit is 1 s (the slot is 60 s away)"
+    assert len(runwatch_emulator.requests(vendor="gloriamundo", method="POST")) == sent, "nothing was sent"

@@ -191,10 +191,11 @@ def test_blocking_cancel_is_bounded_in_time(
 
 
 # -- a vendor that trickles or stalls its answers cannot hold a wait past its deadline (issue 14) --------------
-HOSTILE = ["polls=never trickle=0.5", "polls=never stall=30"]
+HOSTILE = ["polls=never trickle=0.5", "polls=never stall=30", "polls=never trickle_head=0.5"]
+HOSTILE_IDS = ["trickle", "stall", "trickle_head"]
 
 
-@pytest.mark.parametrize("scenario", HOSTILE, ids=["trickle", "stall"])
+@pytest.mark.parametrize("scenario", HOSTILE, ids=HOSTILE_IDS)
 @pytest.mark.parametrize("kind", KINDS, ids=str)
 async def test_a_trickled_or_stalled_poll_ends_at_the_deadline_deferred(kind: RunKind, scenario: str) -> None:
     """The read timeout is the gap between bytes; a poll is bounded as a whole by the time left, so the
@@ -207,7 +208,7 @@ async def test_a_trickled_or_stalled_poll_ends_at_the_deadline_deferred(kind: Ru
     assert ended < deadline + 2.0, f"ended {ended - deadline:.1f} s past the deadline"
 
 
-@pytest.mark.parametrize("scenario", HOSTILE, ids=["trickle", "stall"])
+@pytest.mark.parametrize("scenario", HOSTILE, ids=HOSTILE_IDS)
 @pytest.mark.parametrize("kind", KINDS, ids=str)
 def test_a_trickled_or_stalled_poll_ends_at_the_deadline_blocking(kind: RunKind, scenario: str) -> None:
     """The same on the worker: the blocking wait's polls are bounded by the time left too."""

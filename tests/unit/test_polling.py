@@ -155,6 +155,26 @@ def test_deadline_fires_at_the_absolute_time_not_later() -> None:
     assert calls >= 2
 
 
+def test_a_poll_cut_at_the_deadline_ends_with_the_timeout_not_a_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """A poll cut short at the deadline (its answer, or a slot of the key's budget, did not come in the time left)
+    ends the wait as if it had said "still running": the timeout outcome, no failure counted or logged, even with
+    the failure budget one short of spent."""
+    clock = Clock()
+    p = poller(clock, poll_interval=1.0, deadline=1_010.0, max_consecutive_failures=2)
+    p.first_delay = lambda: 0.0  # type: ignore[method-assign]
+    p.after_status(status(RunState.RUNNING))
+    cut = TransportError(reached_server=False, vendor="Puffle", endpoint="GET x", detail="no slot within 5s")
+    assert p.after_error(cut) == 1.0
+    assert p.failures == 1
+    clock.now = 1_010.0
+    caplog.clear()
+    event = p.after_error(cut)
+    assert isinstance(event, RunEvent)
+    assert (event.status, event.gave_up, p.failures) == ("timeout", False, 1)
+    assert event.message.startswith("deadline passed while the run was still going; last seen running")
+    assert "failure" not in caplog.text
+
+
 def test_deadline_already_past_polls_nothing() -> None:
     clock = Clock()
     event, calls = run(clock, poller(clock, deadline=999.0), [status(RunState.RUNNING)])

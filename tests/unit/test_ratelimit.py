@@ -229,3 +229,38 @@ def test_one_schedule_across_event_loops_and_threads() -> None:
     gaps = [b - a for a, b in itertools.pairwise(granted)]
     assert sum(gaps) / len(gaps) >= 0.024
     assert max_in_window(granted, 1.0) <= 40 + 1
+
+
+# -- a budget wait is bounded by the time the request has left (issue 14) ------------------------------------
+def test_a_slot_after_not_after_is_not_taken() -> None:
+    clock = FakeClock()
+    bucket = SlidingWindowBudget(BudgetSpec(limit=2, window=60.0), clock)
+    assert bucket.reserve() == 1000.0
+    assert bucket.reserve(not_after=1029.0) is None, "the next slot is at 1030 (spacing 30 s)"
+    assert bucket.granted == 1 and bucket.queued() == 0, "a refused caller queues nobody behind it"
+    assert bucket.reserve(not_after=1030.0) == 1030.0, "a slot exactly at the bound is taken"
+
+
+@pytest.mark.anyio
+async def test_acquire_waits_at_most_within_and_takes_no_slot() -> None:
+    budget = _budget(limit=1, window=60.0)
+    assert await budget.acquire("poll", within=5.0), "the first slot is now"
+    started = time.monotonic()
+    assert not await budget.acquire("poll", within=0.3), "the next slot is 60 s away"
+    waited = time.monotonic() - started
+    assert 0.25 <= waited < 0.6, f"waited {waited:.2f}s: the caller's whole time left, no more"
+    assert budget.buckets["poll"].granted == 1
+    assert await budget.acquire("other", within=0.0), "an unknown bucket is not limited"
+
+
+def test_acquire_blocking_waits_at_most_within_and_takes_no_slot() -> None:
+    budget = _budget(limit=1, window=60.0)
+    assert budget.acquire_blocking("poll", within=5.0)
+    started = time.monotonic()
+    assert not budget.acquire_blocking("poll", within=0.3)
+    waited = time.monotonic() - started
+    assert 0.25 <= waited < 0.6, f"waited {waited:.2f}s: the caller's whole time left, no more"
+    assert budget.buckets["poll"].granted == 1
+    smooth = _budget(limit=20, window=1.0)  # 50 ms apart: a slot within the bound is waited for and taken
+    assert smooth.acquire_blocking("poll", within=1.0) and smooth.acquire_blocking("poll", within=1.0)
+    assert smooth.buckets["poll"].granted == 2

@@ -30,10 +30,17 @@ from airflow_provider_runwatch.core.calls import (
     too_large,
     transport_error,
 )
-from airflow_provider_runwatch.core.errors import ConfigurationError, RateLimitedError, VendorAPIError
+from airflow_provider_runwatch.core.errors import (
+    ConfigurationError,
+    RateLimitedError,
+    TransportError,
+    VendorAPIError,
+)
 from airflow_provider_runwatch.core.network import context_for
 from airflow_provider_runwatch.core.retry import RetryPolicy
 from airflow_provider_runwatch.core.shared_transport import TransportHandle, httpx_proxy
+from airflow_provider_runwatch.core.sync_transport import TOTAL_EXCEEDED as _TOTAL_EXCEEDED
+from airflow_provider_runwatch.core.sync_transport import bounded, bounded_transport
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -55,14 +62,16 @@ Verify = ssl.SSLContext | bool
 class Limiter(Protocol):
     """A per-key request budget shared by every client of one process (see GloriaMundo's 60 polls/min).
 
-    Clients call it before each attempt of a request whose ``bucket`` is set; it returns when the request
-    may be sent. The async variant must never block the event loop. After an attempt the vendor refused with
+    Clients call it before each attempt of a request whose ``bucket`` is set; it returns ``True`` when the
+    request may be sent, or ``False`` after ``within`` seconds (the attempt's time left) when no slot comes that
+    soon: the budget wait is part of the request's total, so it cannot hold a wait past its deadline. The
+    async variant must never block the event loop. After an attempt the vendor refused with
     429 the clients call :meth:`throttled`, so a budget that adapts (other processes share the key) slows down.
     """
 
-    async def acquire(self, bucket: str) -> None: ...
+    async def acquire(self, bucket: str, within: float | None = None) -> bool: ...
 
-    def acquire_blocking(self, bucket: str) -> None: ...
+    def acquire_blocking(self, bucket: str, within: float | None = None) -> bool: ...
 
     def throttled(self, bucket: str) -> None: ...
 
@@ -212,6 +221,16 @@ class _ClientBase:
         self.settings = settings
         self.options = options
 
+    def _no_slot(self, request: ApiRequest, total: float) -> VendorAPIError:
+        """The error of an attempt that found no slot of the key's rate budget within its total limit: transient,
+        and nothing was sent (a start is safe to try again)."""
+        return TransportError(
+            reached_server=False,
+            vendor=self.settings.vendor.display_name,
+            endpoint=request.endpoint,
+            detail=f"no slot of this key's '{request.bucket}' rate budget within the request's time limit ({total:g}s)",
+        )
+
     def _report_throttle(self, request: ApiRequest, error: VendorAPIError) -> None:
         """Every attempt's 429 on a budgeted request reaches the key's budget (an adaptive one slows down)."""
         options = self.options
@@ -232,7 +251,9 @@ class ApiClient(_ClientBase):
 
     def __init__(self, settings: ConnectionSettings, options: ClientOptions) -> None:
         super().__init__(settings, options)
-        self._http = httpx.Client(**options.client_kwargs(settings), proxy=httpx_proxy(settings))
+        kwargs = options.client_kwargs(settings)
+        transport = bounded_transport(kwargs.pop("verify"), httpx_proxy(settings))
+        self._http = httpx.Client(**kwargs, transport=transport)
 
     def __enter__(self) -> ApiClient:
         return self
@@ -264,27 +285,31 @@ class ApiClient(_ClientBase):
                 attempt += 1
 
     def _send_once(self, request: ApiRequest, total: float) -> Any:
-        if request.bucket is not None and self.options.limiter is not None:
-            self.options.limiter.acquire_blocking(request.bucket)
         ends = time.monotonic() + total
-        # httpx's timeouts are per step (a read is the gap between two arrivals of bytes): each is cut to the
-        # total, and the body's chunks are checked against it, so a trickled body ends at the total too.
+        limiter = self.options.limiter
+        # The budget wait is part of the attempt: it never goes past the attempt's total (or deadline).
+        if request.bucket is not None and limiter is not None and not limiter.acquire_blocking(request.bucket, total):
+            raise self._no_slot(request, total)
+        # httpx's timeouts are per step (a read is the gap between two arrivals of bytes): the transport's
+        # streams cut each step to the time left (core/sync_transport.py), head and body alike, so an answer
+        # trickled byte by byte ends at the total too.
+        left = ends - time.monotonic()
         limits = self.options.timeout.as_dict()
-        timeout = httpx.Timeout(**{k: total if v is None else min(v, total) for k, v in limits.items()})
+        timeout = httpx.Timeout(**{k: left if v is None else min(v, left) for k, v in limits.items()})
         try:
+            if left <= 0:
+                raise httpx.ReadTimeout(_TOTAL_EXCEEDED % total)
             kwargs = self.options.request_kwargs(request)
-            with self._http.stream(request.method, request.path, timeout=timeout, **kwargs) as resp:
+            with (
+                bounded(ends, total),
+                self._http.stream(request.method, request.path, timeout=timeout, **kwargs) as resp,
+            ):
                 body = _CappedBody(self.settings, request, resp, self.options.max_response_bytes)
                 for chunk in resp.iter_bytes():
                     body.add(chunk)
-                    if time.monotonic() > ends:
-                        raise httpx.ReadTimeout(_TOTAL_EXCEEDED % total)
                 return body.interpret()
         except httpx.HTTPError as exc:
             raise transport_error(self.settings, request, exc) from None
-
-
-_TOTAL_EXCEEDED = "the answer did not arrive within the request's total time limit (%gs)"
 
 
 class _NoTransport(httpx.AsyncBaseTransport):
@@ -389,16 +414,19 @@ class AsyncApiClient(_ClientBase):
                 attempt += 1
 
     async def _send_once(self, request: ApiRequest, total: float) -> Any:
-        if request.bucket is not None and self.options.limiter is not None:
-            await self.options.limiter.acquire(request.bucket)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + total
+        limiter = self.options.limiter
+        # The budget wait is part of the attempt: it never goes past the attempt's total (or deadline).
+        if request.bucket is not None and limiter is not None and not await limiter.acquire(request.bucket, total):
+            raise self._no_slot(request, total)
         try:
             transport = self._get_transport()
             if isinstance(transport, lean.LeanTransport):
                 # The total limit is a deadline the transport's watchdog checks: no timer per request.
-                deadline = asyncio.get_running_loop().time() + total
                 return await self._exchange(request, transport, deadline)
             try:
-                return await asyncio.wait_for(self._send_httpx(request, transport), total)
+                return await asyncio.wait_for(self._send_httpx(request, transport), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
                 raise httpx.ReadTimeout(_TOTAL_EXCEEDED % total) from None
         except httpx.HTTPError as exc:

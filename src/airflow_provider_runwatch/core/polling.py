@@ -134,6 +134,10 @@ class Poller:
     def after_error(self, error: BaseException) -> float | RunEvent:
         if not (isinstance(error, VendorAPIError) and error.transient):
             return self.finish_on_error(error)
+        if (timed_out := self.expired()) is not None:
+            # Cut at the deadline (the answer, or a slot of the key's rate budget, did not come in the time
+            # left): the deadline decides, exactly as if the poll had said "still running".
+            return timed_out
         self.failures += 1
         budget = self.options.max_consecutive_failures
         if self.failures >= budget:

@@ -24,6 +24,11 @@ waits for that slot on its own: ``asyncio.sleep`` in a coroutine, ``time.sleep``
   a sliding minute. (a) keeps polls from bunching; non-smooth buckets (executions) may burst up to the
   limit.
 - A waiter cancelled before its slot gives the slot back when it is the newest one.
+- A wait is bounded: ``acquire(bucket, within)`` takes a slot only if it comes within ``within`` seconds (the
+  time the request has left: its total limit, or less when a wait's deadline is nearer). When the next free
+  slot comes later, the caller takes none (nobody queues behind a slot that is never used), waits out its
+  ``within`` seconds and hears ``False``: the request failed for want of time, as if the vendor had not
+  answered in time, and a wait then ends at its deadline with the timeout outcome.
 
 Across processes (two triggerers, several workers on one key) each process keeps its own schedule, so their
 sum can exceed the vendor's limit. An ``adaptive`` bucket closes that gap without any shared service, as the AWS
@@ -47,6 +52,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import overload
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +157,15 @@ class SlidingWindowBudget:
         with self._lock:
             self.spec = spec
 
-    def reserve(self) -> float:
-        """Take the next free slot and return its (monotonic) time; it may be now."""
+    @overload
+    def reserve(self, not_after: None = None) -> float: ...
+
+    @overload
+    def reserve(self, not_after: float) -> float | None: ...
+
+    def reserve(self, not_after: float | None = None) -> float | None:
+        """Take the next free slot and return its (monotonic) time; it may be now. ``None`` (no slot taken)
+        when that slot would come after ``not_after``."""
         with self._lock:
             now = self.clock()
             spec, slots = self.spec, self._slots
@@ -168,6 +181,8 @@ class SlidingWindowBudget:
                 slot = max(slot, slots[-1] + spacing)
                 if len(slots) >= limit:
                     slot = max(slot, slots[-limit] + spec.window)
+            if not_after is not None and slot > not_after:
+                return None
             slots.append(slot)
             self.granted += 1
             return slot
@@ -228,13 +243,20 @@ class KeyBudget:
                     log.info("%r: bucket %s now %s/%gs", self, name, spec.limit, spec.window)
                     bucket.configure(spec)
 
-    def _reserve(self, bucket: str) -> tuple[SlidingWindowBudget | None, float, float]:
+    def _reserve(
+        self, bucket: str, within: float | None = None
+    ) -> tuple[SlidingWindowBudget | None, float | None, float]:
+        """The bucket, the caller's slot (``None``: none within ``within`` seconds) and the delay until it."""
         budget = self.buckets.get(bucket)
         if budget is None:
             log.debug("%r: no bucket %r; not limited", self, bucket)
             return None, 0.0, 0.0
-        slot = budget.reserve()
-        delay = slot - budget.clock()
+        now = budget.clock()
+        slot = budget.reserve(None if within is None else now + within)
+        if slot is None:
+            log.debug("%r: no %s slot within %.2fs (%d queued)", self, bucket, within, budget.queued())
+            return budget, None, within or 0.0
+        delay = slot - now
         if delay > 0 and log.isEnabledFor(logging.DEBUG):
             log.debug("%r: %s slot in %.2fs (%d queued)", self, bucket, delay, budget.queued())
         return budget, slot, delay
@@ -246,22 +268,28 @@ class KeyBudget:
             budget.throttled()
             log.debug("%r: %s throttled, rate now %.1f/%gs", self, bucket, budget.rate(), budget.spec.window)
 
-    async def acquire(self, bucket: str) -> None:
-        """Wait (without blocking the event loop) until this caller's slot in ``bucket``."""
-        budget, slot, delay = self._reserve(bucket)
-        if budget is None or delay <= 0:
-            return
+    async def acquire(self, bucket: str, within: float | None = None) -> bool:
+        """Wait (without blocking the event loop) until this caller's slot in ``bucket``: ``True``. ``False``
+        after ``within`` seconds when no slot comes that soon (none is taken)."""
+        budget, slot, delay = self._reserve(bucket, within)
+        if budget is None:
+            return True
         try:
-            await asyncio.sleep(delay)
+            if delay > 0:
+                await asyncio.sleep(delay)
         except asyncio.CancelledError:
-            budget.release(slot)
+            if slot is not None:
+                budget.release(slot)
             raise
+        return slot is not None
 
-    def acquire_blocking(self, bucket: str) -> None:
-        """Block this thread until its slot in ``bucket`` (workers, sensors' poke, sync hooks)."""
-        budget, _slot, delay = self._reserve(bucket)
+    def acquire_blocking(self, bucket: str, within: float | None = None) -> bool:
+        """Block this thread until its slot in ``bucket`` (workers, sensors' poke, sync hooks): ``True``.
+        ``False`` after ``within`` seconds when no slot comes that soon (none is taken)."""
+        budget, slot, delay = self._reserve(bucket, within)
         if budget is not None and delay > 0:
             time.sleep(delay)
+        return budget is None or slot is not None
 
 
 _REGISTRY: dict[tuple[str, str, str], KeyBudget] = {}

@@ -9,8 +9,8 @@ What scales, and what does not:
 - real: every timestamp a vendor reports (``created_at``, ``started_at``, ``completed_at``: they stay near the
   client's own clock, so a client comparing them with ``now`` sees nothing odd), every ``Retry-After`` the
   emulator computes (converted with :meth:`EmulatorClock.real_seconds`: it is what a client must wait), and the
-  network faults ``slow``, ``trickle`` and ``stall`` (they model a slow network or proxy, not a slow vendor,
-  and a client's timeouts are in real seconds).
+  network faults ``slow``, ``trickle``, ``stall`` and ``trickle_head`` (they model a slow network or proxy, not a
+  slow vendor, and a client's timeouts are in real seconds).
 
 Changing the speed re-anchors the clock, so emulated time never jumps: a run keeps what it has elapsed.
 """

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from airflow_provider_runwatch.emulator.scenario import Scenario, parse_scenario, parse_spec
+from airflow_provider_runwatch.emulator.serving import TRICKLE_HEAD_HEADER
 from airflow_provider_runwatch.emulator.state import RequestContext
 
 if TYPE_CHECKING:
@@ -197,7 +198,13 @@ def start_scenario(state: EmulatorState, request: Request, texts: Iterable[str])
 
 async def send_slowly(send: Any, message: MutableMapping[str, Any], scenario: Scenario) -> None:
     """Send a response body as ``trickle`` (one byte every ``trickle`` seconds) or ``stall`` (half, a pause of
-    ``stall`` seconds, the rest) ask; other messages, and scenarios with neither, go out as they are."""
+    ``stall`` seconds, the rest) ask, and mark a head for ``trickle_head`` (the server's connection sends a marked
+    head one byte at a time: :class:`~airflow_provider_runwatch.emulator.serving.HeadTrickle`); other messages,
+    and scenarios with none of them, go out as they are."""
+    if message.get("type") == "http.response.start" and scenario.trickle_head:
+        marker = (TRICKLE_HEAD_HEADER, f"{scenario.trickle_head:g}".encode())
+        await send({**message, "headers": [*message.get("headers", ()), marker]})
+        return
     body: bytes = message.get("body", b"")
     more = bool(message.get("more_body", False))
     if message.get("type") != "http.response.body" or not body or not (scenario.trickle or scenario.stall):

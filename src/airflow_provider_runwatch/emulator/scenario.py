@@ -102,6 +102,9 @@ class Scenario:
     a vendor or proxy that keeps an answer alive without ever finishing it in a useful time."""
     stall: float = 0.0
     """Seconds every status answer stops for after its head and the first half of its body (a stalled answer)."""
+    trickle_head: float = 0.0
+    """Seconds between bytes of every status answer's head (status line and headers), sent one byte at a time
+    before the body goes out at once: a proxy that keeps an answer alive before its first header ends."""
     big_messages: float = 0.0
     """Megabytes (10**6 bytes) of extra message content in the completed payload."""
     start_status: int | None = None
@@ -263,7 +266,7 @@ def _build(pairs: list[tuple[str, str]]) -> Scenario:
             kwargs["seconds_max"] = _as_float(key, high, _MAX_SECONDS)
             if kwargs["seconds_max"] < kwargs["seconds"]:
                 raise ScenarioError(f"emulator: scenario key 'seconds' range must be low-high, got {value!r}")
-        elif key in ("seconds", "seconds_max", "retry_after_date", "slow", "trickle", "stall"):
+        elif key in ("seconds", "seconds_max", "retry_after_date", "slow", "trickle", "stall", "trickle_head"):
             kwargs[key] = _as_float(key, value, _MAX_SECONDS)
         elif key == "big_messages":
             kwargs[key] = _as_float(key, value, _MAX_BIG_MB)

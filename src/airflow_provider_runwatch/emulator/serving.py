@@ -6,6 +6,7 @@ The emulator accepts any API key, so it must never listen beyond the loopback in
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ __all__ = [
     "DEFAULT_PORT",
     "HTTP_IMPL",
     "LISTENING_PREFIX",
+    "TRICKLE_HEAD_HEADER",
+    "HeadTrickle",
     "TlsFiles",
     "bind_socket",
     "check_loopback",
@@ -147,7 +150,7 @@ def make_config(app: Any, log_level: str = "warning", tls: TlsFiles | None = Non
     return uvicorn.Config(
         app,
         loop="asyncio",
-        http=HTTP_IMPL,
+        http=_head_trickling_protocol(),
         ws="none",
         lifespan="off",
         access_log=False,
@@ -159,3 +162,69 @@ def make_config(app: Any, log_level: str = "warning", tls: TlsFiles | None = Non
         backlog=4096,
         **_tls_kwargs(tls),
     )
+
+
+#: A response head carrying this header (its value: seconds between bytes) leaves the server one byte at a time
+#: (the ``trickle_head`` scenario). An ASGI app hands the server its head whole, so the connection does it.
+TRICKLE_HEAD_HEADER = b"x-emulator-trickle-head"
+
+
+class HeadTrickle:
+    """A connection's transport as uvicorn's HTTP protocol sees it: a head marked with
+    :data:`TRICKLE_HEAD_HEADER` goes out one byte every so many seconds, and what the protocol writes meanwhile
+    (the body, a close) waits behind it. Everything else passes straight through."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._behind: list[bytes] | None = None  # written while a head trickles
+        self._close = False
+        self._task: asyncio.Task[None] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def write(self, data: bytes) -> None:
+        if self._behind is not None:
+            self._behind.append(bytes(data))
+        elif data[:5] == b"HTTP/" and TRICKLE_HEAD_HEADER in data:
+            self._behind = []
+            self._task = asyncio.get_running_loop().create_task(self._trickle(bytes(data)))
+        else:
+            self._transport.write(data)
+
+    def close(self) -> None:
+        if self._behind is not None:
+            self._close = True
+        else:
+            self._transport.close()
+
+    async def _trickle(self, data: bytes) -> None:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        head += b"\r\n\r\n"
+        start = head.index(TRICKLE_HEAD_HEADER) + len(TRICKLE_HEAD_HEADER) + 1
+        interval = float(head[start : head.index(b"\r\n", start)].strip())
+        transport = self._transport
+        for index in range(len(head)):
+            if transport.is_closing():
+                break
+            transport.write(head[index : index + 1])
+            await asyncio.sleep(interval)
+        behind, self._behind = self._behind or [], None
+        if not transport.is_closing():
+            transport.writelines([rest, *behind])
+        if self._close:
+            transport.close()
+
+
+def _head_trickling_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (:data:`HTTP_IMPL`) on a :class:`HeadTrickle` of each connection's transport."""
+    from uvicorn.config import HTTP_PROTOCOLS
+    from uvicorn.importer import import_from_string
+
+    base: type[asyncio.Protocol] = import_from_string(HTTP_PROTOCOLS[HTTP_IMPL])
+
+    class HeadTricklingProtocol(base):  # type: ignore[valid-type,misc]
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(HeadTrickle(transport))  # type: ignore[arg-type]
+
+    return HeadTricklingProtocol

@@ -156,10 +156,15 @@ class RunTaskMixin:
             if begun is None:
                 start = getattr(context.get("ti"), "start_date", None)
                 begun = start.timestamp() if start is not None else time.time()
-            limit = self.execution_timeout.total_seconds()
-            margin = min(EXECUTION_TIMEOUT_MARGIN, limit * EXECUTION_TIMEOUT_MARGIN_SHARE)
-            candidates.append(begun + limit - margin)
+            candidates.append(begun + self.execution_timeout.total_seconds() - (self.execution_timeout_margin() or 0.0))
         return min(candidates) if candidates else None
+
+    def execution_timeout_margin(self) -> float | None:
+        """How long before ``execution_timeout`` the wait's deadline falls (``None`` without one): the time the
+        failure path has, after that deadline, to read, cancel and say why before Airflow kills the task."""
+        if self.execution_timeout is None:
+            return None
+        return min(EXECUTION_TIMEOUT_MARGIN, self.execution_timeout.total_seconds() * EXECUTION_TIMEOUT_MARGIN_SHARE)
 
     def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
         trigger_class: type[RunTrigger] = import_attribute(self.trigger_class_path)

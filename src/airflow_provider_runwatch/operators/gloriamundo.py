@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_runwatch.core.errors import ConfigurationError, RunwatchError
+from airflow_provider_runwatch.core.retry import NO_RETRY
 from airflow_provider_runwatch.operators.base import RunOperator, StartedRun, import_attribute
 from airflow_provider_runwatch.operators.batch import RunBatchOperator, budget_wait
 
@@ -78,11 +79,16 @@ class GloriaMundoWorkflowOperator(RunOperator):
         """The base failure summary, plus cost, progress and timings from one more status read."""
         value = super().failure_summary(event)
         if event.status in ("failed", "timeout"):
+            # One attempt, within half the margin before execution_timeout: a slow answer (or a wait for a slot of
+            # the key's poll budget) must not keep the failure line from being written before Airflow's kill.
+            margin = self.execution_timeout_margin()
+            call = self.adapter.result_call(self.hook.settings, self.adapter.validate_run_id(event.run_id))
             try:
-                summary = self.hook.get_result(self.adapter, event.run_id).summary.to_xcom()
+                result = self.hook.call(call, retry=NO_RETRY, within=None if margin is None else margin / 2)
             except RunwatchError as exc:
                 self.log.info("Could not read the final cost of %s: %s", self.what(event.run_id), exc)
             else:
+                summary = result.summary.to_xcom()
                 for key in ("cost", "progress", "created_at", "finished_at", "duration_seconds"):
                     if key in summary:
                         value[key] = summary[key]
