@@ -207,23 +207,6 @@ def test_each_item_keeps_where_its_start_said_to_poll() -> None:
     assert plan.items[1].to_json() == [1, "run_1", "running", None, 1, None], "the row of 0.1, unchanged"
 
 
-def test_budget_wait_reads_the_next_slot_without_taking_it() -> None:
-    from airflow_provider_runwatch.core.ratelimit import BudgetSpec, KeyBudget
-    from airflow_provider_runwatch.operators.batch import budget_wait
-
-    now = [100.0]
-    budget = KeyBudget("gloriamundo", "https://x", "f", {"execute": BudgetSpec(2, 60.0, smooth=False)}, lambda: now[0])
-    assert budget_wait(budget, "execute") == 0.0
-    budget.buckets["execute"].reserve()
-    budget.buckets["execute"].reserve()
-    assert budget_wait(budget, "execute") == 60.0, "two in the window: the third waits for the first to leave it"
-    assert budget_wait(budget, "execute") == 60.0, "asking took no slot"
-    now[0] = 130.0
-    assert budget_wait(budget, "execute") == 30.0
-    assert budget.buckets["execute"].reserve() == 160.0, "the next start still gets the slot that was read"
-    assert budget_wait(budget, "polls") == 0.0, "a bucket the key does not limit"
-
-
 def test_no_hand_back_before_the_floor_whatever_ended() -> None:
     """The guard against apache/airflow#67287: the trigger's event never comes sooner than ``earliest``; runs
     that end meanwhile are collected, and the rule wakes the trigger at ``earliest`` when nothing else will."""

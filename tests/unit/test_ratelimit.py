@@ -264,3 +264,17 @@ def test_acquire_blocking_waits_at_most_within_and_takes_no_slot() -> None:
     smooth = _budget(limit=20, window=1.0)  # 50 ms apart: a slot within the bound is waited for and taken
     assert smooth.acquire_blocking("poll", within=1.0) and smooth.acquire_blocking("poll", within=1.0)
     assert smooth.buckets["poll"].granted == 2
+
+
+def test_wait_before_reads_the_next_slot_without_taking_it() -> None:
+    now = [100.0]
+    budget = KeyBudget("gloriamundo", "https://x", "f", {"execute": BudgetSpec(2, 60.0, smooth=False)}, lambda: now[0])
+    assert budget.wait_before("execute") == 0.0
+    budget.buckets["execute"].reserve()
+    budget.buckets["execute"].reserve()
+    assert budget.wait_before("execute") == 60.0, "two in the window: the third waits for the first to leave it"
+    assert budget.wait_before("execute") == 60.0, "asking took no slot"
+    now[0] = 130.0
+    assert budget.wait_before("execute") == 30.0
+    assert budget.buckets["execute"].reserve() == 160.0, "the next start still gets the slot that was read"
+    assert budget.wait_before("polls") == 0.0, "a bucket the key does not limit"

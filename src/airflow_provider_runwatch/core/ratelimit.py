@@ -167,25 +167,35 @@ class SlidingWindowBudget:
         """Take the next free slot and return its (monotonic) time; it may be now. ``None`` (no slot taken)
         when that slot would come after ``not_after``."""
         with self._lock:
-            now = self.clock()
-            spec, slots = self.spec, self._slots
-            while slots and slots[0] <= now - spec.window:
-                slots.popleft()  # can never share a window with a slot at or after ``now``
-            limit, spacing = spec.limit, spec.spacing
-            if spec.adaptive and self._cut_at is not None:
-                rate = self._rate_at(now)
-                limit = max(1, int(rate))
-                spacing = spec.window / rate if spec.smooth else 0.0
-            slot = now
-            if slots:
-                slot = max(slot, slots[-1] + spacing)
-                if len(slots) >= limit:
-                    slot = max(slot, slots[-limit] + spec.window)
+            slot = self._next_slot(self.clock())
             if not_after is not None and slot > not_after:
                 return None
-            slots.append(slot)
+            self._slots.append(slot)
             self.granted += 1
             return slot
+
+    def next_slot(self) -> float:
+        """The (monotonic) time the next :meth:`reserve` would get, without taking it: how long a caller that
+        would rather not wait here (a batch that can defer) has to wait."""
+        with self._lock:
+            return self._next_slot(self.clock())
+
+    def _next_slot(self, now: float) -> float:
+        """The next free slot at ``now`` (under the lock); drops slots that no longer count."""
+        spec, slots = self.spec, self._slots
+        while slots and slots[0] <= now - spec.window:
+            slots.popleft()  # can never share a window with a slot at or after ``now``
+        limit, spacing = spec.limit, spec.spacing
+        if spec.adaptive and self._cut_at is not None:
+            rate = self._rate_at(now)
+            limit = max(1, int(rate))
+            spacing = spec.window / rate if spec.smooth else 0.0
+        slot = now
+        if slots:
+            slot = max(slot, slots[-1] + spacing)
+            if len(slots) >= limit:
+                slot = max(slot, slots[-limit] + spec.window)
+        return slot
 
     def release(self, slot: float) -> None:
         """Give back a slot that was never used (its waiter was cancelled).
@@ -260,6 +270,14 @@ class KeyBudget:
         if delay > 0 and log.isEnabledFor(logging.DEBUG):
             log.debug("%r: %s slot in %.2fs (%d queued)", self, bucket, delay, budget.queued())
         return budget, slot, delay
+
+    def wait_before(self, bucket: str) -> float:
+        """Seconds a request of ``bucket`` would wait now for its slot (0 for a bucket not limited); no slot
+        is taken."""
+        budget = self.buckets.get(bucket)
+        if budget is None:
+            return 0.0
+        return max(0.0, budget.next_slot() - budget.clock())
 
     def throttled(self, bucket: str) -> None:
         """The vendor answered a request of ``bucket`` with 429 (an adaptive bucket slows down)."""

@@ -552,16 +552,3 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             return
         self.log.warning("Task killed while %d %s runs were still going", len(run_ids), self.vendor_name)
         self.cancel_runs(run_ids)
-
-
-def budget_wait(budget: Any, bucket: str) -> float:
-    """Seconds a request of ``bucket`` would wait now for its slot in ``budget`` (a
-    :class:`~airflow_provider_runwatch.core.ratelimit.KeyBudget`), without keeping the slot: the slot is
-    reserved and given back at once (it is the newest one, so the schedule is as it was; a worker runs one
-    task, so nothing reserves in between). 0 for a bucket the budget does not limit."""
-    limited = budget.buckets.get(bucket)
-    if limited is None:
-        return 0.0
-    slot = limited.reserve()
-    limited.release(slot)
-    return max(0.0, float(slot - limited.clock()))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow_provider_runwatch.core.errors import ConfigurationError, RunwatchError
 from airflow_provider_runwatch.core.retry import NO_RETRY
 from airflow_provider_runwatch.operators.base import RunOperator, StartedRun, import_attribute
-from airflow_provider_runwatch.operators.batch import RunBatchOperator, budget_wait
+from airflow_provider_runwatch.operators.batch import RunBatchOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -140,7 +140,7 @@ class GloriaMundoWorkflowBatchOperator(RunBatchOperator):
         from airflow_provider_runwatch.vendors.gloriamundo import EXECUTE_BUCKET
 
         hook: GloriaMundoHook = self.hook  # type: ignore[assignment]
-        return budget_wait(hook.budget(hook.settings), EXECUTE_BUCKET)
+        return hook.budget(hook.settings).wait_before(EXECUTE_BUCKET)
 
     def start_item(self, context: Context, item: BatchItem, value: Any) -> StartedRun:
         hook: GloriaMundoHook = self.hook  # type: ignore[assignment]
