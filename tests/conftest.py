@@ -39,6 +39,15 @@ pytest_plugins = ["airflow_provider_runwatch.emulator.pytest_plugin"]
 SECRET_KEY = "pk_live_RUNWATCH_SECRET_5f2b9c1d7e"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cancel_claims() -> None:
+    """Each test starts with the process's cancel claims empty, as a new triggerer would (a run id reused by
+    another test within a minute must still be cancelled)."""
+    from airflow_provider_runwatch.core.cancels import CLAIMS
+
+    CLAIMS.clear()
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     """Async tests run on asyncio (the triggerer's loop) via anyio's bundled pytest plugin."""

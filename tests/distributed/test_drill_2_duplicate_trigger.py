@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_runwatch.core.cancels import CancelClaims
 from airflow_provider_runwatch.emulator.server import EmulatorServer
+from airflow_provider_runwatch.hooks import base as base_hooks
 from airflow_provider_runwatch.triggers.base import RunTrigger
 from tests.helpers import KINDS, RunKind, cancel_requests, first_event, gloriamundo_key_env, rehydrate
 
@@ -86,15 +88,34 @@ async def test_mark_failed_reaching_both_instances_cancels_without_error(
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("kind", CANCELLABLE, ids=str)
-@pytest.mark.xfail(
-    strict=True,
-    reason="each instance's on_kill sends its own cancel (hooks/base.py acancel does not read the run first); "
-    "harmless at the emulator, left to the hooks' owner",
-)
 async def test_mark_failed_reaching_both_instances_cancels_once(
     runwatch_emulator: EmulatorServer, kind: RunKind
 ) -> None:
+    """Both instances in one triggerer: the second finds the cancel claimed in this process."""
     run_id = kind.start("Never ends, cancelled twice [emulator: polls=never]")
     first, second = twins(kind, run_id)
     await asyncio.gather(first.on_kill(), second.on_kill())
     assert len(cancel_requests(runwatch_emulator, run_id)) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", CANCELLABLE, ids=str)
+async def test_the_instance_in_another_triggerer_finds_the_run_cancelled(
+    runwatch_emulator: EmulatorServer, kind: RunKind, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instances in two triggerers share nothing: a kill that comes once the first one's cancel has settled
+    reads the run, finds it over, and sends no second cancel (only a GET). Two kills before it settles both
+    send one (the vendor says a read right after a cancel may show the old state): a no-op at the vendor."""
+    run_id = kind.start("Never ends, cancelled from two processes [emulator: polls=never]")
+    first, second = twins(kind, run_id)
+    await first.on_kill()
+    assert len(cancel_requests(runwatch_emulator, run_id)) == 1
+    hook = kind.trigger_class.hook_class(kind.conn_id)
+    for _ in range(10):  # the cancel settles a few reads later
+        if hook.get_status(kind.trigger_class.adapter, run_id).state.terminal:
+            break
+    before = len(runwatch_emulator.requests(run_id=run_id))
+    monkeypatch.setattr(base_hooks, "CLAIMS", CancelClaims())  # the second triggerer's own (empty) claims
+    await second.on_kill()
+    assert len(cancel_requests(runwatch_emulator, run_id)) == 1
+    assert [r["method"] for r in runwatch_emulator.requests(run_id=run_id)[before:]] == ["GET"]

@@ -20,6 +20,7 @@ import httpx
 from airflow.sdk import BaseHook
 
 from airflow_provider_runwatch.core.calls import ApiRequest, Call
+from airflow_provider_runwatch.core.cancels import CLAIMS
 from airflow_provider_runwatch.core.clients import ApiClient, AsyncApiClient, ClientOptions, limits_from_extras
 from airflow_provider_runwatch.core.connection import ConnectionSettings, VendorSpec, settings_from_connection
 from airflow_provider_runwatch.core.errors import (
@@ -31,7 +32,7 @@ from airflow_provider_runwatch.core.errors import (
     with_hint,
 )
 from airflow_provider_runwatch.core.network import register_secrets
-from airflow_provider_runwatch.core.retry import RetryPolicy
+from airflow_provider_runwatch.core.retry import NO_RETRY, RetryPolicy
 from airflow_provider_runwatch.provider_info import connection_form_widgets, ui_field_behaviour
 
 if TYPE_CHECKING:
@@ -215,6 +216,9 @@ class RunwatchHook(BaseHook):
             return False
 
     async def _acancel(self, adapter: RunAdapter, run_id: str) -> bool:
+        """The triggers' kill paths, where one trigger may run in two triggerers at once: the cancel goes out
+        once per process (:mod:`~airflow_provider_runwatch.core.cancels`), and not at all for a run that is
+        already over (another triggerer's instance cancelled it first, or it ended)."""
         if not adapter.cancel_supported:  # say so even when the connection cannot be read
             self._warn_no_cancel(adapter, run_id)
             return False
@@ -223,9 +227,27 @@ class RunwatchHook(BaseHook):
         if call is None:
             self._warn_no_cancel(adapter, run_id)
             return False
-        async with AsyncApiClient(settings, self._cancel_options(settings)) as client:
-            await client.call(call, retry=CANCEL_RETRY)
-        self.log.info("Asked %s to cancel %s %s", self.vendor.display_name, adapter.noun, run_id)
+        vendor = self.vendor.display_name
+        if not CLAIMS.claim(self.vendor.name, run_id):
+            self.log.info("%s %s %s: this process already asked to cancel it", vendor, adapter.noun, run_id)
+            return False
+        try:
+            async with AsyncApiClient(settings, self._cancel_options(settings)) as client:
+                try:
+                    status = await client.call(adapter.status_call(settings, run_id), retry=NO_RETRY)
+                    over = status.state.terminal
+                except Exception:  # cannot tell: cancel as asked
+                    over = False
+                if over:
+                    self.log.info(
+                        "%s %s %s is already %s: not cancelling", vendor, adapter.noun, run_id, status.vendor_state
+                    )
+                    return False
+                await client.call(call, retry=CANCEL_RETRY)
+        except BaseException:
+            CLAIMS.release(self.vendor.name, run_id)
+            raise
+        self.log.info("Asked %s to cancel %s %s", vendor, adapter.noun, run_id)
         return True
 
     def _cancel_options(self, settings: ConnectionSettings) -> ClientOptions:
