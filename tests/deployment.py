@@ -143,6 +143,9 @@ class Deployment:
     emulator: EmulatorServer
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     starts: dict[str, int] = field(default_factory=dict)
+    #: Added to the environment of the Airflow components only (:meth:`start`), not of other spawned processes:
+    #: an egress proxy's variables must not send a browser's own traffic to the proxy.
+    component_env: dict[str, str] = field(default_factory=dict)
     #: Stops of servers started outside :meth:`spawn` (a proxy, a second emulator), run by :func:`running`.
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
@@ -151,8 +154,8 @@ class Deployment:
         return self.home / f"{name}-{self.starts.get(name, 0)}.log"
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start an Airflow component (``airflow <args>``)."""
-        return self.spawn(name, [*AIRFLOW, *args], env=env)
+        """Start an Airflow component (``airflow <args>``), with :attr:`component_env`."""
+        return self.spawn(name, [*AIRFLOW, *args], env={**self.component_env, **(env or {})})
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start a process in its own process group, logging to AIRFLOW_HOME, stopped at teardown or exit.

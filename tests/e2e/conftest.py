@@ -14,9 +14,10 @@ One session fixture, ``deployment``, starts in a throwaway AIRFLOW_HOME:
   the auth manager adds an admin token to every request.
 - an egress (:class:`Egress`, the ``egress`` fixture): a second emulator served over https with a CA made at
   test time, and a tinyproxy with BasicAuth whose outgoing connections leave from :data:`PROXY_SOURCE`; every
-  component gets HTTPS_PROXY (with the proxy's password), NO_PROXY=127.0.0.1 (the execution API and the
-  plain-http default connections stay direct) and SSL_CERT_FILE (that CA); ``<vendor>_proxied`` connections point
-  at ``https://localhost:<port>``, so their traffic can only take the proxy's CONNECT tunnel (e2e_proxied).
+  Airflow component (not the browser) gets HTTPS_PROXY (with the proxy's password), NO_PROXY=127.0.0.1 (the
+  execution API and the plain-http default connections stay direct) and SSL_CERT_FILE (that CA);
+  ``<vendor>_proxied`` connections point at ``https://localhost:<port>``, so their traffic can only take the
+  proxy's CONNECT tunnel (e2e_proxied).
 
 Why PostgreSQL and not sqlite (``airflow standalone``'s choice): on sqlite a burst of task starts held the
 write lock for ~31 s in CI and a REST call failed with HTTP 500 (stop 13); PostgreSQL costs ~3 s of start-up.
@@ -155,7 +156,7 @@ def _e2e() -> Iterator[_E2E]:
     dep = Deployment(home=home, env=env, api_url=f"http://127.0.0.1:{port}", emulator=emulator)
     with running(dep, "e2e-logs"):
         egress = _start_egress(dep)
-        env.update(egress.env())
+        dep.component_env.update(egress.env())  # not chromium's: it would send its own https calls to the proxy
         env.update(postgres_env(start_postgres(dep)))
         subprocess.run([*AIRFLOW, "db", "migrate"], env=env, cwd=home, check=True, capture_output=True, timeout=180)
         dep.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1")
