@@ -64,7 +64,7 @@ E2E_DAG_IDS = sorted(p.stem for p in E2E_DAGS.glob("e2e_*.py"))
 #: The shipped examples (each file defines one DAG named like the file).
 EXAMPLE_DAG_IDS = sorted(p.stem for p in EXAMPLE_DAGS.glob("example_*.py"))
 #: DAGs whose runs only need to succeed: triggered together, waited for together (see ``happy_runs``).
-HAPPY_DAG_IDS = [*EXAMPLE_DAG_IDS, "e2e_puffle_chat", "e2e_proxied"]
+HAPPY_DAG_IDS = [*EXAMPLE_DAG_IDS, "e2e_puffle_chat"]
 #: The loopback address the proxy's outgoing connections leave from: a request the https emulator logged with
 #: this peer came through the proxy, one from 127.0.0.1 did not.
 PROXY_SOURCE = "127.0.0.2"

@@ -5,7 +5,7 @@ served over TLS with a certificate from a CA made at test time. The connections 
 component's environment has HTTPS_PROXY (a tinyproxy with BasicAuth), NO_PROXY=127.0.0.1 and SSL_CERT_FILE (that
 CA), and the provider takes all three from there, as in a production image.
 
-One task per run kind, at most two at a time (the e2e box has 2 cores, and these start with the happy runs):
+One task per run kind, at most two at a time (the e2e box has 2 cores):
 
 - ``deferred__<kind>``: started on the worker, waited for on the triggerer;
 - ``blocking__<kind>``: ``deferrable=False``, started and polled on the worker.
