@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -142,14 +143,19 @@ class Deployment:
     emulator: EmulatorServer
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     starts: dict[str, int] = field(default_factory=dict)
+    #: Added to the environment of the Airflow components only (:meth:`start`), not of other spawned processes:
+    #: an egress proxy's variables must not send a browser's own traffic to the proxy.
+    component_env: dict[str, str] = field(default_factory=dict)
+    #: Stops of servers started outside :meth:`spawn` (a proxy, a second emulator), run by :func:`running`.
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     # -- processes ----------------------------------------------------------------------------------------
     def log_path(self, name: str) -> Path:
         return self.home / f"{name}-{self.starts.get(name, 0)}.log"
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start an Airflow component (``airflow <args>``)."""
-        return self.spawn(name, [*AIRFLOW, *args], env=env)
+        """Start an Airflow component (``airflow <args>``), with :attr:`component_env`."""
+        return self.spawn(name, [*AIRFLOW, *args], env={**self.component_env, **(env or {})})
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start a process in its own process group, logging to AIRFLOW_HOME, stopped at teardown or exit.
@@ -170,6 +176,11 @@ class Deployment:
         _ALL_PROCS.append(proc)
         self.procs[name] = proc
         return proc
+
+    def on_teardown(self, stop: Callable[[], None]) -> None:
+        """Have :func:`running` call ``stop`` on the way out (after the Airflow components, before the emulator),
+        also on SIGTERM: for a server that starts itself (its own readiness handshake) rather than by spawn."""
+        self.cleanups.append(stop)
 
     def start_triggerer(self) -> subprocess.Popen[bytes]:
         return self.start("triggerer", "triggerer", "--capacity", "50")
@@ -312,10 +323,12 @@ class Deployment:
             if r["path"].startswith(START_PATHS[kind]) and not r["path"].endswith("/cancel")
         ]
 
-    def vendor_answer(self, kind: str, run_id: str) -> Any:
+    def vendor_answer(self, kind: str, run_id: str, emulator: EmulatorServer | None = None) -> Any:
         """The final answer of a finished run read straight from the emulator's vendor API (not through the
-        provider): what the task's return value must equal."""
-        emu = self.emulator
+        provider): what the task's return value must equal. ``emulator``: another one than the deployment's
+        (an https one is read with the CA its ``client_context`` trusts)."""
+        emu = emulator or self.emulator
+        verify: ssl.SSLContext | bool = emu.client_context or True
         headers = {"Authorization": f"Bearer {SECRET_KEY}", "x-auth-key": EMULATOR_USER}
         user = {"user_id": EMULATOR_USER}
         readers: dict[str, tuple[str, dict[str, str], Callable[[Any], Any]]] = {
@@ -328,7 +341,7 @@ class Deployment:
         url, params, pick = readers[kind]
         deadline = time.monotonic() + 60
         while True:
-            r = httpx.get(url, params=params, headers=headers, timeout=30)
+            r = httpx.get(url, params=params, headers=headers, timeout=30, verify=verify)
             if r.status_code == 429 and time.monotonic() < deadline:  # GloriaMundo's per-key poll budget
                 time.sleep(float(r.headers.get("Retry-After") or 2))
                 continue
@@ -433,6 +446,8 @@ def running(dep: Deployment, artifacts: str) -> Iterator[Deployment]:
         _stop_together(list(dep.procs.values()))
         _stop_all()
         sweep(dep.home)
+        for stop in reversed(dep.cleanups):
+            stop()
         dep.emulator.stop()
         signal.signal(signal.SIGTERM, previous_sigterm)
         if os.environ.get("RUNWATCH_E2E_KEEP_HOME"):

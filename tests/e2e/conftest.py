@@ -12,6 +12,12 @@ One session fixture, ``deployment``, starts in a throwaway AIRFLOW_HOME:
   examples' cron schedules;
 - ``[core] simple_auth_manager_all_admins = True``: the REST API and the UI (headless chromium) need no login,
   the auth manager adds an admin token to every request.
+- an egress (:class:`Egress`, the ``egress`` fixture): a second emulator served over https with a CA made at
+  test time, and a tinyproxy with BasicAuth whose outgoing connections leave from :data:`PROXY_SOURCE`; every
+  Airflow component (not the browser) gets HTTPS_PROXY (with the proxy's password), NO_PROXY=127.0.0.1 (the
+  execution API and the plain-http default connections stay direct) and SSL_CERT_FILE (that CA);
+  ``<vendor>_proxied`` connections point at ``https://localhost:<port>``, so their traffic can only take the
+  proxy's CONNECT tunnel (e2e_proxied).
 
 Why PostgreSQL and not sqlite (``airflow standalone``'s choice): on sqlite a burst of task starts held the
 write lock for ~31 s in CI and a REST call failed with HTTP 500 (stop 13); PostgreSQL costs ~3 s of start-up.
@@ -19,21 +25,26 @@ write lock for ~31 s in CI and a REST call failed with HTTP 500 (stop 13); Postg
 
 from __future__ import annotations
 
+import json
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_provider_runwatch.emulator.server import EmulatorServer
+from airflow_provider_runwatch.emulator.serving import TlsFiles
 from tests.deployment import (
     AIRFLOW,
     DEFAULT_SCENARIO,
     ROOT,
+    SECRET_KEY,
     Deployment,
     airflow_env,
     free_port,
@@ -43,6 +54,8 @@ from tests.deployment import (
     wait_dags,
     wait_healthy,
 )
+from tests.network.fixtures import PROXY_PASSWORD, PROXY_USER
+from tests.network.infra import NETWORK_ENV_VARS, Pki, TinyProxy, make_pki
 
 E2E_DAGS = Path(__file__).parent / "dags"
 EXAMPLE_DAGS = ROOT / "example_dags"
@@ -52,6 +65,9 @@ E2E_DAG_IDS = sorted(p.stem for p in E2E_DAGS.glob("e2e_*.py"))
 EXAMPLE_DAG_IDS = sorted(p.stem for p in EXAMPLE_DAGS.glob("example_*.py"))
 #: DAGs whose runs only need to succeed: triggered together, waited for together (see ``happy_runs``).
 HAPPY_DAG_IDS = [*EXAMPLE_DAG_IDS, "e2e_puffle_chat"]
+#: The loopback address the proxy's outgoing connections leave from: a request the https emulator logged with
+#: this peer came through the proxy, one from 127.0.0.1 did not.
+PROXY_SOURCE = "127.0.0.2"
 
 
 def _dags_folder(home: Path) -> Path:
@@ -63,8 +79,68 @@ def _dags_folder(home: Path) -> Path:
     return folder
 
 
+@dataclass(frozen=True)
+class Egress:
+    """The https vendor (a second emulator, ``pki.ca`` signs its certificate) and the proxy in front of it."""
+
+    emulator: EmulatorServer
+    proxy: TinyProxy
+    pki: Pki
+
+    @property
+    def origin(self) -> str:
+        """The ``*_proxied`` connections' origin: a name, not 127.0.0.1, which NO_PROXY exempts."""
+        return f"https://localhost:{self.emulator.url.rsplit(':', 1)[1]}"
+
+    def env(self) -> dict[str, str]:
+        """The ``<vendor>_proxied`` connections and the proxy and CA variables (either case, the host's dropped)."""
+        env = dict.fromkeys(NETWORK_ENV_VARS, "")
+        for name, value in self.emulator.connection_env(api_key=SECRET_KEY).items():
+            conn = json.loads(value)
+            conn["host"] = conn["host"].replace(self.emulator.url, self.origin)
+            env[name.replace("_DEFAULT", "_PROXIED")] = json.dumps(conn)
+        for name, value in {"HTTPS_PROXY": self.proxy.url, "NO_PROXY": "127.0.0.1"}.items():
+            env[name] = env[name.lower()] = value
+        env["SSL_CERT_FILE"] = str(self.pki.ca)
+        return env
+
+
+def _start_egress(dep: Deployment) -> Egress:
+    """The https emulator and the authenticating proxy, on loopback, files in AIRFLOW_HOME (the proxy's log is
+    kept with the component logs), stopped with the deployment."""
+    pki = make_pki(dep.home / "pki")
+    emulator = EmulatorServer(
+        mode="process",
+        scenario=DEFAULT_SCENARIO,
+        tls=TlsFiles(str(pki.server_cert), str(pki.server_key)),
+        client_context=ssl.create_default_context(cafile=str(pki.ca)),
+    )
+    dep.on_teardown(emulator.stop)
+    emulator.start()
+    proxy = TinyProxy(dep.home, auth=(PROXY_USER, PROXY_PASSWORD), bind=PROXY_SOURCE)
+    dep.on_teardown(proxy.stop)
+    proxy.start()
+    return Egress(emulator, proxy, pki)
+
+
+@dataclass(frozen=True)
+class _E2E:
+    deployment: Deployment
+    egress: Egress
+
+
 @pytest.fixture(scope="session")
-def deployment() -> Iterator[Deployment]:
+def deployment(_e2e: _E2E) -> Deployment:
+    return _e2e.deployment
+
+
+@pytest.fixture(scope="session")
+def egress(_e2e: _E2E) -> Egress:
+    return _e2e.egress
+
+
+@pytest.fixture(scope="session")
+def _e2e() -> Iterator[_E2E]:
     from airflow import __version__ as airflow_version
     from packaging.version import Version
 
@@ -79,6 +155,8 @@ def deployment() -> Iterator[Deployment]:
     env["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
     dep = Deployment(home=home, env=env, api_url=f"http://127.0.0.1:{port}", emulator=emulator)
     with running(dep, "e2e-logs"):
+        egress = _start_egress(dep)
+        dep.component_env.update(egress.env())  # not chromium's: it would send its own https calls to the proxy
         env.update(postgres_env(start_postgres(dep)))
         subprocess.run([*AIRFLOW, "db", "migrate"], env=env, cwd=home, check=True, capture_output=True, timeout=180)
         dep.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1")
@@ -87,7 +165,7 @@ def deployment() -> Iterator[Deployment]:
         dep.start_triggerer()
         wait_healthy(dep)
         wait_dags(dep, [*E2E_DAG_IDS, *EXAMPLE_DAG_IDS])
-        yield dep
+        yield _E2E(dep, egress)
 
 
 @pytest.fixture(scope="session")

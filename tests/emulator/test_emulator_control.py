@@ -41,7 +41,8 @@ def test_request_log_entries_and_filters(puffle: PuffleClient, http: httpx.Clien
         ("GET", 404),
     ]
     first = entries[0]
-    assert set(first) == {"seq", "ts", "method", "path", "query", "status", "vendor", "run_id", "authorized"}
+    assert set(first) == {"seq", "ts", "method", "path", "query", "status", "vendor", "run_id", "authorized", "peer"}
+    assert first["peer"] == "127.0.0.1"  # the TCP peer: this test's client, connected directly
     assert first["path"] == "/api/agent/chat"
     assert first["vendor"] == "puffle"
     assert first["run_id"] == run_a

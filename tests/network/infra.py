@@ -36,11 +36,15 @@ def free_port() -> int:
 
 
 class TinyProxy:
-    """A tinyproxy on 127.0.0.1 with its config and log in ``directory``; ``auth`` = (user, password)."""
+    """A tinyproxy on 127.0.0.1 with its config and log in ``directory``; ``auth`` = (user, password).
 
-    def __init__(self, directory: Path, auth: tuple[str, str] | None = None) -> None:
+    ``bind``: the local address of its outgoing connections (another loopback address, e.g. 127.0.0.2), so a
+    server can tell a request that came through this proxy (its peer is ``bind``) from a direct one."""
+
+    def __init__(self, directory: Path, auth: tuple[str, str] | None = None, bind: str | None = None) -> None:
         self.directory = directory
         self.auth = auth
+        self.bind = bind
         self.port = 0
         self.log_path = directory / "tinyproxy.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -72,6 +76,8 @@ class TinyProxy:
             ]
             if self.auth:
                 lines.append(f"BasicAuth {self.auth[0]} {self.auth[1]}")
+            if self.bind:
+                lines.append(f"Bind {self.bind}")
             config = self.directory / "tinyproxy.conf"
             config.write_text("\n".join(lines) + "\n")
             self.log_path.write_text("")

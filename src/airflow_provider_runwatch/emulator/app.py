@@ -42,7 +42,7 @@ FORCEABLE_OUTCOMES = ("succeeded", "failed", "cancelled")
 
 
 class RequestLogMiddleware:
-    """Logs every vendor request (method, path, redacted query, status, vendor, run id, authorized).
+    """Logs every vendor request (method, path, redacted query, status, vendor, run id, authorized, peer).
 
     Handlers annotate the :class:`RequestContext` found in the scope; this middleware captures the status and
     appends the entry when the response starts (or, if the app raised, with status 500).
@@ -60,7 +60,8 @@ class RequestLogMiddleware:
         if path.startswith(CONTROL_PREFIX):
             await self.app(scope, receive, send)
             return
-        ctx = RequestContext()
+        client = scope.get("client")
+        ctx = RequestContext(peer=client[0] if client else None)
         scope[CONTEXT_SCOPE_KEY] = ctx
         method: str = scope["method"]
         query: bytes = scope["query_string"]

@@ -143,7 +143,8 @@ def make_config(app: Any, log_level: str = "warning", tls: TlsFiles | None = Non
 
     ``log_config=None`` keeps uvicorn from installing its own handlers (its access logger would write to
     stdout, which must carry only the "listening" line). Keep-alive is long so pollers that reuse a
-    connection every few seconds never race the server closing it.
+    connection every few seconds never race the server closing it. No proxy headers: the request log's
+    ``peer`` is the TCP peer, never an address a client wrote into X-Forwarded-For.
     """
     import uvicorn
 
@@ -157,6 +158,7 @@ def make_config(app: Any, log_level: str = "warning", tls: TlsFiles | None = Non
         log_config=None,
         log_level=log_level,
         server_header=False,
+        proxy_headers=False,
         timeout_keep_alive=65,
         timeout_graceful_shutdown=3,
         backlog=4096,

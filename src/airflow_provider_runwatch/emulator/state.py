@@ -126,7 +126,7 @@ class EmulatedRun:
 class LogEntry:
     """One logged vendor request; the (already redacted) query string is parsed only when read."""
 
-    __slots__ = ("authorized", "method", "path", "query_string", "run_id", "seq", "status", "ts", "vendor")
+    __slots__ = ("authorized", "method", "path", "peer", "query_string", "run_id", "seq", "status", "ts", "vendor")
 
     def __init__(
         self,
@@ -139,6 +139,7 @@ class LogEntry:
         vendor: str | None,
         run_id: str | None,
         authorized: bool,
+        peer: str | None = None,
     ) -> None:
         self.seq = seq
         self.ts = ts
@@ -149,6 +150,8 @@ class LogEntry:
         self.vendor = vendor
         self.run_id = run_id
         self.authorized = authorized
+        #: The TCP peer's address: which hop the request came from (a proxy's, or the client's own).
+        self.peer = peer
 
     def to_dict(self) -> dict[str, Any]:
         query = dict(parse_qsl(self.query_string.decode("latin-1"), keep_blank_values=True))
@@ -162,15 +165,17 @@ class LogEntry:
             "vendor": self.vendor,
             "run_id": self.run_id,
             "authorized": self.authorized,
+            "peer": self.peer,
         }
 
 
 class RequestContext:
     """Per-request facts a vendor handler annotates for the log (the middleware fills in the rest)."""
 
-    __slots__ = ("authorized", "reason", "run_id", "status", "vendor")
+    __slots__ = ("authorized", "peer", "reason", "run_id", "status", "vendor")
 
-    def __init__(self) -> None:
+    def __init__(self, peer: str | None = None) -> None:
+        self.peer = peer
         self.vendor: str | None = None
         self.run_id: str | None = None
         self.authorized = False
@@ -401,6 +406,7 @@ class EmulatorState:
                 ctx.vendor,
                 ctx.run_id,
                 ctx.authorized,
+                ctx.peer,
             )
         )
 
