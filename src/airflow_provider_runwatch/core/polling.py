@@ -86,6 +86,8 @@ class Poller:
     last: RunStatus | None = None
     _seen_unknown: set[str] = field(default_factory=set)
     _last_line: str | None = None
+    #: What the last state line was made of: a poll that reports the same is not formatted again.
+    _last_seen: tuple[Any, ...] | None = None
 
     # -- timing ---------------------------------------------------------------------------------------
     def first_delay(self) -> float:
@@ -176,6 +178,10 @@ class Poller:
                 self.run_id,
                 status.vendor_state,
             )
+        seen = (status.state, status.vendor_state, status.queue_position, status.progress)
+        if seen == self._last_seen:
+            return  # nothing new to say: most polls of a long run (the line is built only on a change)
+        self._last_seen = seen
         line = f"{status.state.value} (vendor state '{status.vendor_state}')"
         if status.queue_position is not None and status.state is RunState.QUEUED:
             line += f", queue position {status.queue_position}"
