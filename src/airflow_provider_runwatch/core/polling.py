@@ -192,8 +192,15 @@ class Poller:
             self.log.info("%s %s %s: %s", self.vendor, self.noun, self.run_id, line)
 
 
-async def watch_async(poller: Poller, fetch: Callable[[], Awaitable[RunStatus]]) -> RunEvent:
-    """Poll until the run ends, the deadline passes or the failure budget is spent. Never blocks the loop."""
+async def watch_async(
+    poller: Poller,
+    fetch: Callable[[], Awaitable[RunStatus]],
+    explain: Callable[[Exception], Exception] | None = None,
+) -> RunEvent:
+    """Poll until the run ends, the deadline passes or the failure budget is spent. Never blocks the loop.
+
+    ``explain`` maps a failed poll's error before the :class:`Poller` judges it (the hook's hint for the
+    user, see :meth:`~airflow_provider_runwatch.hooks.base.RunwatchHook.explained`)."""
     delay = poller.first_delay()
     while True:
         if delay > 0:
@@ -205,7 +212,7 @@ async def watch_async(poller: Poller, fetch: Callable[[], Awaitable[RunStatus]])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            outcome = poller.after_error(exc)
+            outcome = poller.after_error(exc if explain is None else explain(exc))
         if isinstance(outcome, RunEvent):
             return outcome
         delay = outcome
