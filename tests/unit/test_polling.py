@@ -13,10 +13,11 @@ from airflow_provider_runwatch.core.errors import (
     RateLimitedError,
     ServerError,
     TransportError,
+    with_hint,
 )
 from airflow_provider_runwatch.core.http import RetryPolicy
 from airflow_provider_runwatch.core.models import RunEvent, RunState, RunStatus
-from airflow_provider_runwatch.core.polling import Poller, WaitOptions, event_for, outcome_of, watch_sync
+from airflow_provider_runwatch.core.polling import Poller, WaitOptions, event_for, outcome_of, watch_async, watch_sync
 
 
 class Clock:
@@ -192,6 +193,42 @@ def test_unknown_state_is_running_and_logged_once(caplog: pytest.LogCaptureFixtu
     assert len(warnings) == 1
     changes = [r for r in caplog.records if "vendor state 'thinking_hard'" in r.getMessage()]
     assert len(changes) == 1, "state lines are logged on change, not on every poll"
+
+
+def test_a_state_line_per_change_of_what_it_shows(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    queued = [status(RunState.QUEUED, queue_position=n) for n in (3, 3, 2, 2)]
+    with caplog.at_level(logging.INFO, logger="t"):
+        event, calls = run(clock, poller(clock), [*queued, status(RunState.RUNNING), status(RunState.SUCCEEDED)])
+    assert event.status == "success" and calls == 6
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "queued (vendor state 'queued'), queue position 3",
+        "queued (vendor state 'queued'), queue position 2",
+        "running (vendor state 'running')",
+        "succeeded (vendor state 'succeeded')",
+    ]
+
+
+@pytest.mark.anyio
+async def test_watch_async_judges_the_explained_error() -> None:
+    """The trigger sends on its client and lets the hook explain the error: the Poller sees (and the event
+    says) the explained one, so a permanent error ends the wait with the hint."""
+    p = poller(Clock())
+    refused = AuthError(vendor="Puffle", endpoint="GET /x", status_code=401, detail="bad key")
+
+    async def fetch() -> RunStatus:
+        raise refused
+
+    seen: list[Exception] = []
+
+    def explain(error: Exception) -> Exception:
+        seen.append(error)
+        return with_hint(refused, "Check the API key of connection 'c'") if error is refused else error
+
+    event = await watch_async(p, fetch, explain=explain)
+    assert seen == [refused]
+    assert event.status == "error" and "Check the API key of connection 'c'" in event.message
 
 
 def test_event_is_small_and_strict() -> None:

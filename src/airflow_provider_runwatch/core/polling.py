@@ -86,6 +86,8 @@ class Poller:
     last: RunStatus | None = None
     _seen_unknown: set[str] = field(default_factory=set)
     _last_line: str | None = None
+    #: What the last state line was made of: a poll that reports the same is not formatted again.
+    _last_seen: tuple[Any, ...] | None = None
 
     # -- timing ---------------------------------------------------------------------------------------
     def first_delay(self) -> float:
@@ -180,6 +182,10 @@ class Poller:
                 self.run_id,
                 status.vendor_state,
             )
+        seen = (status.state, status.vendor_state, status.queue_position, status.progress)
+        if seen == self._last_seen:
+            return  # nothing new to say: most polls of a long run (the line is built only on a change)
+        self._last_seen = seen
         line = f"{status.state.value} (vendor state '{status.vendor_state}')"
         if status.queue_position is not None and status.state is RunState.QUEUED:
             line += f", queue position {status.queue_position}"
@@ -190,8 +196,15 @@ class Poller:
             self.log.info("%s %s %s: %s", self.vendor, self.noun, self.run_id, line)
 
 
-async def watch_async(poller: Poller, fetch: Callable[[], Awaitable[RunStatus]]) -> RunEvent:
-    """Poll until the run ends, the deadline passes or the failure budget is spent. Never blocks the loop."""
+async def watch_async(
+    poller: Poller,
+    fetch: Callable[[], Awaitable[RunStatus]],
+    explain: Callable[[Exception], Exception] | None = None,
+) -> RunEvent:
+    """Poll until the run ends, the deadline passes or the failure budget is spent. Never blocks the loop.
+
+    ``explain`` maps a failed poll's error before the :class:`Poller` judges it (the hook's hint for the
+    user, see :meth:`~airflow_provider_runwatch.hooks.base.RunwatchHook.explained`)."""
     delay = poller.first_delay()
     while True:
         if delay > 0:
@@ -203,7 +216,7 @@ async def watch_async(poller: Poller, fetch: Callable[[], Awaitable[RunStatus]])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            outcome = poller.after_error(exc)
+            outcome = poller.after_error(exc if explain is None else explain(exc))
         if isinstance(outcome, RunEvent):
             return outcome
         delay = outcome

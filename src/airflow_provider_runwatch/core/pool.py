@@ -100,7 +100,7 @@ class Pool:
         conn.release()
         if reusable and not conn.closed:
             conn.idle_since = conn.loop.time()
-            if self._wake_one(conn):
+            if self.waiters and self._wake_one(conn):  # (once per poll: no call when nobody waits)
                 return
             self.idle.append(conn)
             return

@@ -89,6 +89,10 @@ class Exchange(enum.Enum):
     BODY = "body"  # the head is complete; the body is arriving
     COMPLETE = "complete"  # the whole answer arrived
 
+    # Members are singletons, so identity is their hash: the C slot, where Enum's own hashes the name in Python.
+    # Every move is checked against _TRANSITIONS, five per poll, and that check hashes two members each time.
+    __hash__ = object.__hash__
+
 
 #: The only moves an exchange makes; anything else is a bug in this module, not the server's fault.
 _TRANSITIONS = frozenset(
@@ -102,6 +106,8 @@ _TRANSITIONS = frozenset(
         *((state, Exchange.IDLE) for state in Exchange),  # released to the pool, or discarded
     }
 )
+#: The states in which the answer's head is complete.
+_HEAD_DONE = frozenset({Exchange.BODY, Exchange.COMPLETE})
 
 
 class _Connection(asyncio.Protocol):
@@ -125,6 +131,8 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
+        #: Whether the watched bound of the current wait is the request's total limit (else the read timeout).
+        self.total_bound = False
         self.paused_reading = False
         self.write_waiter: asyncio.Future[None] | None = None
         self.write_paused = False
@@ -216,7 +224,7 @@ class _Connection(asyncio.Protocol):
 
     @property
     def head_done(self) -> bool:
-        return self.state is Exchange.BODY or self.state is Exchange.COMPLETE
+        return self.state in _HEAD_DONE
 
     @property
     def complete(self) -> bool:
@@ -263,13 +271,15 @@ class _Connection(asyncio.Protocol):
         """The exchange is over for the caller: the connection goes back to the pool or is discarded."""
         self._to(Exchange.IDLE)
 
-    async def write(self, data: bytes, timeout: float | None) -> None:
+    async def write(self, data: bytes, timeout: float | None, deadline: float | None = None) -> None:
+        """Send ``data``; wait while the socket's buffer is full, at most ``timeout`` seconds and never past
+        ``deadline`` (loop time). A poll's request fits the buffer, so the bound is worked out only then."""
         if self.closed or self.transport is None or self.transport.is_closing():
             raise _Stale() if self.reused else _closed()
         self.transport.write(data)
         if self.write_paused:
             self.write_waiter = self.loop.create_future()
-            await self._wait(self.write_waiter, timeout, httpx.WriteTimeout)
+            await self._wait(self.write_waiter, within(timeout, deadline, self.loop), httpx.WriteTimeout)
             if self.closed and not self.complete:
                 raise self.error or httpx.WriteError("connection closed while sending the request")
 
@@ -282,20 +292,27 @@ class _Connection(asyncio.Protocol):
         triggers' timers, is garbage the collector's oldest generation keeps having to walk.
         """
         waiter = self.waiter = self.loop.create_future()
-        if timeout is None and deadline is None:
+        if timeout is not None:
+            when = self.loop.time() + timeout
+            total = deadline is not None and deadline <= when
+            if total:
+                when = deadline  # type: ignore[assignment]
+        elif deadline is not None:
+            when, total = deadline, True
+        else:
             await waiter
             return
-        when = self.loop.time() + timeout if timeout is not None else deadline
-        total = deadline is not None and (when is None or deadline <= when)
-        self.watchdog.watch(self, deadline if total else when, total)  # type: ignore[arg-type]
+        self.total_bound = total
+        self.watchdog.watch(self, when)
         try:
             await waiter
         finally:
             self.watchdog.unwatch(self)
 
-    def read_timed_out(self, total: bool = False) -> None:
+    def read_timed_out(self) -> None:
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
+            total = self.total_bound
             text = "the answer did not arrive within the request's total time limit" if total else "timed out"
             waiter.set_exception(httpx.ReadTimeout(text))
 
@@ -329,11 +346,11 @@ class _Watchdog:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.deadlines: dict[_Connection, tuple[float, bool]] = {}
+        self.deadlines: dict[_Connection, float] = {}
         self.handle: asyncio.TimerHandle | None = None
 
-    def watch(self, conn: _Connection, deadline: float, total: bool = False) -> None:
-        self.deadlines[conn] = (deadline, total)
+    def watch(self, conn: _Connection, deadline: float) -> None:
+        self.deadlines[conn] = deadline
         if self.handle is None:
             self.handle = self.loop.call_later(WATCHDOG_PERIOD, self.check)
 
@@ -343,9 +360,9 @@ class _Watchdog:
     def check(self) -> None:
         self.handle = None
         now = self.loop.time()
-        for conn, (_, total) in [(c, d) for c, d in self.deadlines.items() if d[0] <= now]:
+        for conn in [c for c, deadline in self.deadlines.items() if deadline <= now]:
             del self.deadlines[conn]
-            conn.read_timed_out(total)
+            conn.read_timed_out()
         if self.deadlines:
             self.handle = self.loop.call_later(WATCHDOG_PERIOD, self.check)
 
@@ -458,8 +475,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
             conn = await pool.acquire(loop, timeouts, deadline)
             conn.reset()
             try:
-                await conn.write(prepared.wire, within(timeouts.get("write"), deadline, loop))
-                while not conn.head_done:
+                await conn.write(prepared.wire, timeouts.get("write"), deadline)
+                while conn.state not in _HEAD_DONE:  # (conn.head_done, without a call per check)
                     if conn.error is not None:
                         raise conn.error
                     await conn.wait(read_timeout, deadline)
@@ -473,7 +490,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 pool.release(conn, reusable=False)
                 raise
             break
-        if conn.complete and not _encoded(conn.headers):
+        if conn.state is Exchange.COMPLETE and not _encoded(conn.headers):
             body = conn.take()
             pool.release(conn, reusable=conn.keep_alive)
             return WholeAnswer(conn.status, conn.headers, body)
@@ -508,9 +525,12 @@ class Prepared:
     resendable: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WholeAnswer:
-    """An answer that arrived whole with its head and needs no decoding: status, raw headers, body."""
+    """An answer that arrived whole with its head and needs no decoding: status, raw headers, body.
+
+    Not frozen on purpose: one is made per poll, and a frozen dataclass sets each field through
+    ``object.__setattr__`` (three times the cost). Nothing changes it after the transport made it."""
 
     status: int
     headers: list[tuple[bytes, bytes]]

@@ -98,9 +98,13 @@ class RunTrigger(BaseTrigger):
                 call = self.adapter.status_call(client.settings, self.adapter.validate_run_id(self.run_id))
                 # Each poll is one attempt: the Poller owns retries (failure budget and backoff); it ends by the
                 # deadline at the latest, however slowly the answer comes.
-                # The hook sends it, so an error is explained exactly as on the blocking path.
+                # The client sends it with the hook's retry choice and the hook explains its errors, as
+                # hook.asend does (the blocking path's very words), without an await hop per poll.
+                retry = hook.retry_for(call, NO_RETRY)
                 event = await watch_async(
-                    poller, lambda: hook.asend(client, call, retry=NO_RETRY, within=poller.time_left())
+                    poller,
+                    lambda: client.call(call, retry=retry, within=poller.time_left()),
+                    explain=lambda error: hook.explained(error, call.request),
                 )
         except asyncio.CancelledError:
             raise
