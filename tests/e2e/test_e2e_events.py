@@ -5,6 +5,12 @@ scheduler starts DAG runs from the asset events: every finished session lands in
 Asset-triggered DAG runs come from the scheduler's job scheduling, which the suite switches off (only
 REST-triggered runs): for this test the scheduler is restarted with it on, the cron examples paused so they
 add no runs of their own, and both are put back afterwards.
+
+Airflow 3.3.2 can leave an asset event unconsumed until the next one arrives (apache/airflow#54659: two events
+in quick succession share one queue row, the run's window ends at the first, the row is deleted; seen here on
+PostgreSQL, two sessions finishing within a millisecond). What the provider controls is asserted as such: one
+asset event per finished session, with its ids. A session whose event is stranded that way must arrive with the
+next event: the test then finishes one more session and asserts both land in the next DAG run.
 """
 
 from __future__ import annotations
@@ -71,6 +77,20 @@ def _runs(dep: Deployment) -> list[dict[str, Any]]:
     return list(runs)
 
 
+def _asset_events(dep: Deployment) -> dict[str, int]:
+    """Session id -> how many asset events the watcher's payloads carry for it, sessions of :data:`AGENT` only
+    (Airflow's record of what the triggerer fired)."""
+    with dep.api() as c:
+        r = c.get("/assets/events", params={"limit": 200})
+        r.raise_for_status()
+    counts: dict[str, int] = {}
+    for event in r.json()["asset_events"]:
+        payload = (event.get("extra") or {}).get("payload") or {}
+        if payload.get("agent_id") == AGENT and payload.get("session_id"):
+            counts[payload["session_id"]] = counts.get(payload["session_id"], 0) + 1
+    return counts
+
+
 def _emulated_state(emu: Any, session_id: str) -> str:
     try:
         return str(emu.run(session_id).get("state"))
@@ -120,8 +140,24 @@ def test_every_finished_session_starts_exactly_one_dag_run_with_its_id(job_sched
             f"{events} watcher lines in the triggerer log; {dep.tail()}"
         )
 
-    _wait("not every finished session reached a finished DAG run", all_in, 150, where_it_stands)
+    _wait(
+        "not every finished session became one asset event",
+        lambda: set(done) <= set(_asset_events(dep)),
+        150,
+        where_it_stands,
+    )
+    stranded: list[str] = []
+    try:
+        _wait("not every finished session reached a finished DAG run", all_in, 30)
+    except AssertionError:
+        # apache/airflow#54659 (see the module docstring): the next event must carry the stranded ones along.
+        seen = {sid for run in _runs(dep) for sid in run["session_ids"]}
+        stranded = sorted(set(done) - seen)
+        print(f"e2e events: {stranded} not in a DAG run 30 s after their asset events; one more session follows")
+        done += emu.schedule_sessions(AGENT, 1, every=0.5, scenario="seconds=2", type="slack")
+        _wait("the stranded sessions did not come with the next event", all_in, 90, where_it_stands)
     time.sleep(6)  # three more polls: nothing fires again
+    assert _asset_events(dep) == dict.fromkeys(done, 1), "one asset event per finished session"
     runs = _runs(dep)
     ids = [sid for run in runs for sid in run["session_ids"]]
     duplicates = len(ids) - len(set(ids))
@@ -129,7 +165,7 @@ def test_every_finished_session_starts_exactly_one_dag_run_with_its_id(job_sched
     figures = (
         f"e2e events: {len(done)} sessions completed, {len(failed)} failed (not watched), {len(runs)} DAG runs "
         f"started, {len(ids)} session events, {duplicates} duplicates, {misses} misses, "
-        f"{time.monotonic() - started:.0f}s"
+        f"{len(stranded)} held back by apache/airflow#54659 until the next event, {time.monotonic() - started:.0f}s"
     )
     print(figures)
     ARTIFACTS.mkdir(exist_ok=True)
