@@ -60,6 +60,8 @@ class Drill:
     started: dict[str, float]  # task id -> when the emulator got the start call
     killed_at: float
     restarted_at: float
+    #: The new triggerer's first poll of any deferred run: when it had booted and adopted the triggers.
+    pickup_at: float
     marked_at: float
     state: str
     tis: dict[str, dict[str, Any]]
@@ -97,7 +99,8 @@ def drill(deployment: Deployment) -> Drill:
     time.sleep(max(killed_at + MIN_DOWNTIME, last_deadline + 2) - time.time())
     restarted_at = time.time()
     after_deadline = min(started[t] + DEADLINE_AFTER_RESTART for t in AFTER_RESTART)
-    # The new triggerer boots and takes over in ~5-10 s: it must be polling that run well before its deadline.
+    # The new triggerer boots and takes over in ~20 s: it must be polling that run before its deadline (asserted
+    # by the test of that task).
     assert restarted_at < after_deadline - 15, "restart too late for the deadline after the restart"
     deployment.start_triggerer()
 
@@ -124,12 +127,15 @@ def drill(deployment: Deployment) -> Drill:
     for task_id in [*MARKED, *BLOCKING]:
         deployment.set_state(DAG_ID, dag_run_id, task_id, "failed")
     result = deployment.wait_for(DAG_ID, dag_run_id, timeout=150)
+    deferred = [i for t, i in ids.items() if t not in BLOCKING]  # the blocking task polls from its worker
+    polls_after = [p["ts"] for i in deferred for p in emu.requests(method="GET", run_id=i)]
     done = Drill(
         dag_run_id=dag_run_id,
         ids=ids,
         started=started,
         killed_at=killed_at,
         restarted_at=restarted_at,
+        pickup_at=min((ts for ts in polls_after if ts > restarted_at), default=restarted_at),
         marked_at=marked_at,
         state=result["state"],
         tis=deployment.task_instances(DAG_ID, dag_run_id),
@@ -141,9 +147,6 @@ def drill(deployment: Deployment) -> Drill:
 def _write_timeline(deployment: Deployment, drill: Drill) -> None:
     """test-artifacts/e2e-drill-timeline.json: when each thing happened, in seconds after the first start."""
     t0 = min(drill.started.values())
-    deferred = [i for t, i in drill.ids.items() if t not in BLOCKING]  # the blocking task polls from its worker
-    polls_after = [p["ts"] for i in deferred for p in deployment.emulator.requests(method="GET", run_id=i)]
-    first_poll = min((ts for ts in polls_after if ts > drill.restarted_at), default=drill.restarted_at)
     tasks = {
         t: {
             "started": round(drill.started[t] - t0, 1),
@@ -155,7 +158,7 @@ def _write_timeline(deployment: Deployment, drill: Drill) -> None:
     events = {
         "killed": drill.killed_at,
         "restarted": drill.restarted_at,
-        "first_poll_of_new_triggerer": first_poll,
+        "first_poll_of_new_triggerer": drill.pickup_at,
         "marked": drill.marked_at,
     }
     ARTIFACTS.mkdir(exist_ok=True)
@@ -199,10 +202,11 @@ def test_deadline_that_passed_during_the_outage_fails_on_pickup(
     deadline = drill.started[task_id] + DEADLINE_IN_DOWNTIME
     assert drill.killed_at < deadline < drill.restarted_at
     ended = _ts(ti["end_date"])
-    # No triggerer, no failure: it fails once the new one picks it up, within 30 s of the restart (triggerer
-    # boot ~5-10 s on a loaded 2-core box, re-assignment after the 5 s health threshold, resume on a worker
-    # ~3-5 s) -- not a full `timeout` (30 s) after the pickup.
-    assert drill.restarted_at < ended < drill.restarted_at + 30, ended - drill.restarted_at
+    # No triggerer, no failure: it fails once the new one has picked the triggers up, within 20 s of that
+    # pickup (the resume on a worker: ~5-12 s on 2 busy cores) -- not a full `timeout` (30 s) after it. Counted
+    # from the pickup, not the restart: the triggerer's boot (~20 s here: imports, then its first heartbeat
+    # waits for the trigger runner's start) is Airflow's and varies with the load.
+    assert drill.restarted_at < ended < drill.pickup_at + 20, (ended - drill.restarted_at, ended - drill.pickup_at)
     log = deployment.task_log(DAG_ID, drill.dag_run_id, task_id)
     assert f"{drill.ids[task_id]} did not finish before the deadline" in log, log[-3000:]
     run_id = drill.ids[task_id]
@@ -227,10 +231,11 @@ def test_deadline_after_the_restart_is_not_pushed_back(deployment: Deployment, d
     # The new triggerer was already watching it before the deadline (so a late pickup cannot explain the end) ...
     polls = deployment.emulator.requests(method="GET", run_id=drill.ids[task_id])
     assert any(drill.restarted_at < p["ts"] < deadline for p in polls)
-    # ... and it ended at the original deadline plus at most the resume on a worker (10 s: a worker start and a
-    # DAG parse on 2 busy cores), well under the downtime (>= 20 s) it would be late by if the deadline moved.
+    # ... and it ended at the original deadline plus at most the resume on a worker (15 s: a worker start and a
+    # DAG parse on 2 busy cores; 10.9 s seen), under the downtime (>= 20 s) it would be late by if the deadline
+    # moved.
     ended = _ts(ti["end_date"])
-    assert deadline <= ended < deadline + 10, (ended - deadline, downtime)
+    assert deadline <= ended < deadline + MIN_DOWNTIME - 5, (ended - deadline, downtime)
     log = deployment.task_log(DAG_ID, drill.dag_run_id, task_id)
     assert "did not finish before the deadline" in log, log[-3000:]
 
