@@ -13,7 +13,7 @@ request ``approvals_done`` and run after every other e2e test, by when the drill
 
 The guard against Airflow 3.3.2's stale-executor-event race (apache/airflow#67287: a trigger that fires before
 the scheduler has read the worker's exit of the deferral lets that stale "success" fail the task): no answer
-is given before the scheduler has read the exit of every deferral of the task's current try (:func:`_settled`,
+is given before the scheduler has taken the exit of every deferral of the task's current try (:func:`_settled`,
 from the task log and the scheduler's log), and every session takes :data:`~tests.e2e.dags.e2e_gumloop_approvals.
 POLLS` polls to pause or resume, so no session trigger fires within seconds of its deferral.
 
@@ -163,14 +163,16 @@ def _hitl_url(run_id: str, task_id: str) -> str:
 
 
 def _exits_read(dep: Deployment, run_id: str, task_id: str, try_number: int) -> int:
-    """How many of this try's worker exits the scheduler has read (one "TaskInstance Finished" line each)."""
-    head = f"TaskInstance Finished: dag_id={DAG_ID}, task_id={task_id}, run_id={run_id}, "
-    tail = f", try_number={try_number}, "
-    return sum(1 for line in dep.logs("scheduler").splitlines() if head in line and tail in line)
+    """How many of this try's worker exits the scheduler has taken from its executor (one "Received executor
+    event" line each). Each is handled in the same pass: compared with the task's state, or dropped when another
+    transaction holds the row (then no "TaskInstance Finished" line follows, seen under load); either way it can
+    no longer meet a resumed task."""
+    key = f"TaskInstanceKey(dag_id='{DAG_ID}', task_id='{task_id}', run_id='{run_id}', try_number={try_number},"
+    return sum(1 for line in dep.logs("scheduler").splitlines() if "Received executor event" in line and key in line)
 
 
 def _settled(dep: Deployment, run_id: str, task_id: str, try_number: int) -> bool:
-    """Has the scheduler read the worker's exit of every deferral of this try? Only then may a trigger fire
+    """Has the scheduler taken the worker's exit of every deferral of this try? Only then may a trigger fire
     without the stale "success" of a deferral failing the task (apache/airflow#67287)."""
     deferrals = dep.task_log(DAG_ID, run_id, task_id, try_number=try_number).count("Pausing task as DEFERRED")
     return deferrals > 0 and _exits_read(dep, run_id, task_id, try_number) >= deferrals

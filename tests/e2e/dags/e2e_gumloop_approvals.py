@@ -12,7 +12,7 @@ One DAG run, the drills side by side (task ids name them):
   cancel).
 - ``mark_failed``: marked failed while its request is open: the session is cancelled.
 
-Every session pauses :data:`FIRST_PAUSE` seconds after its start, takes :data:`POLLS` polls (1 s apart) to
+Every session pauses :data:`FIRST_PAUSE` seconds after its start, takes :data:`POLLS` polls (5 s apart) to
 resume after an answer (and to pause again), and the timeout is :data:`APPROVAL_TIMEOUT`, so no trigger of the
 session fires within seconds of its deferral: Airflow 3.3.2's scheduler can then fail the task on the worker's
 stale "success" for the deferral (apache/airflow#67287, see tests/deployment.py). (The human's answers wait for
@@ -36,9 +36,12 @@ if TYPE_CHECKING:
 #: example runs are triggered (the test waits for that) and ask after those runs' burst of task starts, which
 #: alone stalls the triggerer for 10-30 s on 2 cores (the examples check their poll counts): not to add to it.
 FIRST_PAUSE = 40
-#: Polls to resume after an answer, and to pause again: 12 s, above the 10 s the batch operators keep between a
-#: deferral and its event (``admission_sleep_below``), against the race above.
-POLLS = 12
+#: Polls to resume after an answer, and to pause again, :data:`POLL_INTERVAL` apart: 15 s, above the 10 s the
+#: batch operators keep between a deferral and its event (``admission_sleep_below``), against the race above.
+POLLS = 3
+#: Seconds between polls: five sessions polling each second add to the triggerer's load in the happy runs'
+#: burst, when it already stalls.
+POLL_INTERVAL = 5
 #: ``timeout_default``'s wait for an answer: the HITL trigger then fires at its next poke (every 5 s).
 APPROVAL_TIMEOUT = 20
 PACE = f"seconds={FIRST_PAUSE} polls={POLLS}"
@@ -68,7 +71,7 @@ with DAG(
         "conn_id": CONN_ID,
         "agent_id": "agent_e2e",
         "deferrable": True,
-        "poll_interval": 1,
+        "poll_interval": POLL_INTERVAL,
         "on_approval_required": "airflow",
     }
     GumloopSessionOperator(
