@@ -315,11 +315,12 @@ class Deployment:
         return "\n".join(f"--- {name}\n{self.logs(name)[-n:]}" for name in self.procs)
 
     # -- the emulator, as the vendor sees it ------------------------------------------------------------------
-    def starts_of(self, kind: str, run_id: str) -> list[dict[str, Any]]:
-        """The start calls the emulator received for this run (a second one would be a duplicate run)."""
+    def starts_of(self, kind: str, run_id: str, emulator: EmulatorServer | None = None) -> list[dict[str, Any]]:
+        """The start calls the emulator (``emulator``: another one than the deployment's) received for this run
+        (a second one would be a duplicate run)."""
         return [
             r
-            for r in self.emulator.requests(method="POST", run_id=run_id)
+            for r in (emulator or self.emulator).requests(method="POST", run_id=run_id)
             if r["path"].startswith(START_PATHS[kind]) and not r["path"].endswith("/cancel")
         ]
 

@@ -79,6 +79,23 @@ def _dags_folder(home: Path) -> Path:
     return folder
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Where the approvals drills' tests run (test_e2e_approvals.py, collected first): its first test triggers the
+    run at the start of the session, and the drills then go on in background threads; the browser round
+    (fixture ``approvals_page``) comes right after the browser module (whose chromium is gone by then); the tests
+    that read the outcomes (fixture ``approvals_done``) run after every other e2e test. So the drills' minutes of
+    waiting overlap the rest of the suite."""
+
+    def uses(item: pytest.Item, name: str) -> bool:
+        return name in getattr(item, "fixturenames", ())
+
+    last = [item for item in items if uses(item, "approvals_done")]
+    ui = [item for item in items if uses(item, "approvals_page") and item not in last]
+    rest = [item for item in items if item not in last and item not in ui]
+    cut = max((n + 1 for n, item in enumerate(rest) if "test_e2e_browser.py" in item.nodeid), default=len(rest))
+    items[:] = [*rest[:cut], *ui, *rest[cut:], *last]
+
+
 @dataclass(frozen=True)
 class Egress:
     """The https vendor (a second emulator, ``pki.ca`` signs its certificate) and the proxy in front of it."""

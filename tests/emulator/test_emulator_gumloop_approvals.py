@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -87,3 +88,15 @@ def test_scenario_keys_are_strict() -> None:
         parse_scenario("[emulator: approvals=a//b]")
     with pytest.raises(ScenarioError, match="on_reject"):
         parse_scenario("[emulator: on_reject=maybe]")
+
+
+def test_seconds_time_the_first_pause_and_polls_the_resume(gl: Gumloop, http: httpx.Client) -> None:  # noqa: F811
+    """``seconds=S polls=N``: the first pause comes S seconds after the start however often it is read, the
+    resume after an answer takes N reads (the e2e approvals DAG times its first pause this way)."""
+    body = {"input": "Acme [emulator: seconds=0.5 polls=2 approvals=send_email]"}
+    session_id = gl.create(body).json()["session"]["id"]
+    assert set(gl.states(session_id, 5)) == {"processing"}
+    time.sleep(0.55)
+    pending = _pending(gl, session_id)
+    _answer(http, gl, session_id, [{"action_request_id": pending[0]["action_request_id"], "action": "accept"}])
+    assert gl.states(session_id, 3) == ["processing", "processing", "completed"]

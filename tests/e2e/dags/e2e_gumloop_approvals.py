@@ -12,9 +12,11 @@ One DAG run, the drills side by side (task ids name them):
   cancel).
 - ``mark_failed``: marked failed while its request is open: the session is cancelled.
 
-Every session takes 20 polls (1 s apart) to pause and as many to resume after an answer, so no trigger fires
-within seconds of its deferral: Airflow 3.3.2's scheduler can then fail the task on the worker's stale "success"
-for the deferral (apache/airflow#67287, see tests/deployment.py).
+Every session pauses :data:`FIRST_PAUSE` seconds after its start, takes :data:`POLLS` polls (5 s apart) to
+resume after an answer (and to pause again), and the timeout is :data:`APPROVAL_TIMEOUT`, so no trigger of the
+session fires within seconds of its deferral: Airflow 3.3.2's scheduler can then fail the task on the worker's
+stale "success" for the deferral (apache/airflow#67287, see tests/deployment.py). (The human's answers wait for
+the scheduler to read the deferral instead: see the test module.)
 """
 
 from __future__ import annotations
@@ -30,9 +32,28 @@ if TYPE_CHECKING:
     from airflow_provider_runwatch.operators.gumloop_shared import ApprovalMode
 
 
+#: Seconds from a session's start to its first pause: the five tasks start and defer before the suite's happy
+#: example runs are triggered (the test waits for that) and ask after those runs' burst of task starts, which
+#: alone stalls the triggerer for 10-30 s on 2 cores (the examples check their poll counts): not to add to it.
+FIRST_PAUSE = 40
+#: Polls to resume after an answer, and to pause again, :data:`POLL_INTERVAL` apart: 15 s, above the 10 s the
+#: batch operators keep between a deferral and its event (``admission_sleep_below``), against the race above.
+POLLS = 3
+#: Seconds between polls: five sessions polling each second add to the triggerer's load in the happy runs'
+#: burst, when it already stalls.
+POLL_INTERVAL = 5
+#: ``timeout_default``'s wait for an answer: the HITL trigger then fires at its next poke (every 5 s).
+APPROVAL_TIMEOUT = 20
+PACE = f"seconds={FIRST_PAUSE} polls={POLLS}"
+#: An emulator of their own (the test module starts it and creates this connection through the REST API): the
+#: sessions poll all along, and the browser module's checks read the default emulator's request log as theirs.
+CONN_ID = "gumloop_approvals"
+
+
 class Common(TypedDict):
     """What every session of this DAG shares."""
 
+    conn_id: str
     agent_id: str
     deferrable: bool
     poll_interval: float
@@ -47,33 +68,34 @@ with DAG(
     max_active_tasks=8,
 ) as dag:
     common: Common = {
+        "conn_id": CONN_ID,
         "agent_id": "agent_e2e",
         "deferrable": True,
-        "poll_interval": 1,
+        "poll_interval": POLL_INTERVAL,
         "on_approval_required": "airflow",
     }
     GumloopSessionOperator(
         task_id="ui_then_api",
-        input="Acme Corp [emulator: polls=20 approvals=send_email/update_crm]",
+        input=f"Acme Corp [emulator: {PACE} approvals=send_email/update_crm]",
         timeout=600,
         **common,
     )
     GumloopSessionOperator(
-        task_id="rejected", input="Pay Beta [emulator: polls=20 approvals=wire_money on_reject=fail]", **common
+        task_id="rejected", input=f"Pay Beta [emulator: {PACE} approvals=wire_money on_reject=fail]", **common
     )
     GumloopSessionOperator(
         task_id="timeout_default",
-        input="Gamma Holdings [emulator: polls=20 approvals=post_slack]",
-        approval_timeout=25,
+        input=f"Gamma Holdings [emulator: {PACE} approvals=post_slack]",
+        approval_timeout=APPROVAL_TIMEOUT,
         **common,
     )
     GumloopSessionOperator(
         task_id="retry_open",
-        input="Delta Logistics [emulator: polls=20 approvals=send_email]",
+        input=f"Delta Logistics [emulator: {PACE} approvals=send_email]",
         cancel_on_kill=False,
         retries=0,
         **common,
     )
     GumloopSessionOperator(
-        task_id="mark_failed", input="Epsilon Labs [emulator: polls=20 approvals=send_email]", **common
+        task_id="mark_failed", input=f"Epsilon Labs [emulator: {PACE} approvals=send_email]", **common
     )
