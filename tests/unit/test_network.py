@@ -96,6 +96,38 @@ def test_environment_proxies_as_httpx_reads_them(monkeypatch: pytest.MonkeyPatch
     assert extra is not None and extra.host == "extra"
 
 
+def test_environment_read_again_after_every_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy variables are remembered per distinct set of them (a trigger start no longer walks the whole
+    environment twice): every change is still seen by the next resolution, with getproxies' own rules."""
+    import urllib.request
+
+    def env_proxy(scheme: str) -> str | None:
+        chosen = network_settings(settings()).proxy_for(scheme, "app.puffle.ai")
+        assert network._proxy_variables() == urllib.request.getproxies()
+        return None if chosen is None else chosen.host
+
+    assert env_proxy("https") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://first:1")
+    assert env_proxy("https") == "first"
+    monkeypatch.setenv("HTTPS_PROXY", "http://second:1")
+    assert env_proxy("https") == "second"
+    monkeypatch.setenv("https_proxy", "http://lower:1")  # the lowercase one wins, as in getproxies
+    assert env_proxy("https") == "lower"
+    monkeypatch.setenv("https_proxy", "")  # an empty lowercase one removes it
+    assert env_proxy("https") is None
+    monkeypatch.delenv("https_proxy")
+    assert env_proxy("https") == "second"
+    monkeypatch.setenv("HTTP_PROXY", "http://plain:1")
+    assert env_proxy("http") == "plain"
+    monkeypatch.setenv("REQUEST_METHOD", "GET")  # a CGI environment: HTTP_PROXY may come from a client header
+    assert env_proxy("http") is None
+    monkeypatch.delenv("REQUEST_METHOD")
+    assert env_proxy("http") == "plain"
+    monkeypatch.delenv("HTTP_PROXY")
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert env_proxy("https") is None and env_proxy("http") is None
+
+
 def test_all_proxy_and_bad_environment_value(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALL_PROXY", "http://all:1")
     chosen = network_settings(settings()).proxy_for("https", "h.example")

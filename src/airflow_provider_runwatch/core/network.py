@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import ssl
+import sys
 import threading
 import urllib.request
 from collections.abc import Mapping
@@ -290,7 +291,7 @@ def _tls_settings(extras: Mapping[str, Any], *, where: str, trust_env: bool) -> 
 
 def _environment_proxies(where: str) -> tuple[tuple[tuple[str, Proxy | None], ...], tuple[str, ...]]:
     """HTTP(S)_PROXY / ALL_PROXY / NO_PROXY, read the way httpx reads them (:func:`urllib.request.getproxies`)."""
-    found = urllib.request.getproxies()
+    found = _proxy_variables()
     no_proxy = tuple(h.strip() for h in found.get("no", "").split(",") if h.strip())
     if "*" in no_proxy:
         return (), ()
@@ -300,6 +301,33 @@ def _environment_proxies(where: str) -> tuple[tuple[tuple[str, Proxy | None], ..
         if found.get(scheme)
     )
     return proxies, no_proxy
+
+
+def _proxy_variables() -> dict[str, str]:
+    """What :func:`urllib.request.getproxies` answers, worked out once per distinct set of proxy variables.
+
+    Why: every trigger resolves its connection's network settings when it starts, and ``getproxies`` walks the
+    whole environment twice, decoding every name and value: with a triggerer's environment that was a quarter
+    of a trigger's start, and 5000 triggers starting together held the loop over a second longer, into the
+    polls of the triggers already running. Its answer depends only on the variables whose name ends in
+    ``_proxy`` (any case) and on whether ``REQUEST_METHOD`` is set; one walk over the names finds those, and
+    they are the cache key, so a variable set, changed or removed is seen by the next resolution as before.
+    Where ``getproxies`` falls back to the system's settings when no variable is set (macOS, Windows), it is
+    asked each time, as before.
+    """
+    environ = os.environ
+    key = tuple((name, environ[name]) for name in environ if name[-6:].lower() == "_proxy")
+    found = _getproxies_environment(key, "REQUEST_METHOD" in environ)
+    if not found and sys.platform in ("darwin", "win32"):
+        return urllib.request.getproxies()
+    return dict(found)
+
+
+@functools.lru_cache(maxsize=16)
+def _getproxies_environment(variables: tuple[tuple[str, str], ...], cgi: bool) -> tuple[tuple[str, str], ...]:
+    """:func:`urllib.request.getproxies_environment` for the environment that holds ``variables`` (the key
+    :func:`_proxy_variables` made of it just before, in the same thread of this call)."""
+    return tuple(urllib.request.getproxies_environment().items())
 
 
 def network_settings(settings: ConnectionSettings) -> NetworkSettings:
