@@ -35,6 +35,17 @@ TARGET_TEMPLATE = (
 )
 
 
+def _starts_on(trigger_cls: str, trigger_kwargs: dict[str, Any]) -> StartTriggerArgs:
+    """Start on the triggerer with this trigger; resume in ``execute_complete``; no timeout."""
+    return StartTriggerArgs(
+        trigger_cls=trigger_cls,
+        trigger_kwargs=trigger_kwargs,
+        next_method="execute_complete",
+        next_kwargs=None,
+        timeout=None,
+    )
+
+
 class _ResumeRecorder(BaseOperator):
     """Starts on the triggerer; on resume (a worker), records when and returns at once."""
 
@@ -59,18 +70,15 @@ class RunwatchOnTriggerer(_ResumeRecorder):
     """The provider's Puffle trigger, started by the scheduler with a templated run id."""
 
     template_fields = ("run_id",)
-    start_trigger_args = StartTriggerArgs(
-        trigger_cls="airflow_provider_runwatch.triggers.puffle.PuffleChatRunTrigger",
-        trigger_kwargs={
+    start_trigger_args = _starts_on(
+        "airflow_provider_runwatch.triggers.puffle.PuffleChatRunTrigger",
+        {
             "conn_id": "puffle_default",
             "run_id": RUN_ID_TEMPLATE,
             "poll_interval": float(os.environ.get("BENCH_TRIGGERER_POLL", "5")),
             # Marking the leftover tasks failed at the end must not send a cancel per run (Puffle has none anyway).
             "cancel_on_kill": False,
         },
-        next_method="execute_complete",
-        next_kwargs=None,
-        timeout=None,
     )
 
     def __init__(self, *, run_id: str = RUN_ID_TEMPLATE, **kwargs: Any) -> None:
@@ -82,12 +90,9 @@ class DateTimeOnTriggerer(_ResumeRecorder):
     """Airflow's ``DateTimeTrigger`` (as ``DateTimeSensorAsync(start_from_trigger=True)`` uses it on 3.3)."""
 
     template_fields = ("target_time",)
-    start_trigger_args = StartTriggerArgs(
-        trigger_cls="airflow.providers.standard.triggers.temporal.DateTimeTrigger",
-        trigger_kwargs={"target_time": TARGET_TEMPLATE, "end_from_trigger": False},
-        next_method="execute_complete",
-        next_kwargs=None,
-        timeout=None,
+    start_trigger_args = _starts_on(
+        "airflow.providers.standard.triggers.temporal.DateTimeTrigger",
+        {"target_time": TARGET_TEMPLATE, "end_from_trigger": False},
     )
 
     def __init__(self, *, target_time: str = TARGET_TEMPLATE, **kwargs: Any) -> None:
