@@ -37,17 +37,24 @@ include the worker's task start (LocalExecutor, ``--parallelism`` slots). The ph
 failed and waiting for the trigger table to drain.
 
 Figures on a shared 2-core machine are pessimistic for both sides alike; the ratios are what counts, and the
-load average is printed at the start and end of each window. ``--profile`` samples the trigger runner's Python
-stacks (a sitecustomize on the triggerer's own PYTHONPATH; 100 samples a second, on both sides alike) and prints
-where its time goes, by function, self and inclusive.
+load average is printed at the start and end of each window. ``--profile`` adds, after each measured window, a
+``--profile-window`` of cProfile in every triggerer process (a sitecustomize on the triggerer's own PYTHONPATH)
+and prints where their time goes, by function (own time and cumulative), both sides alike.
+
+Cost, on a 2-core machine shared with other work (load average 4-10): the deployment comes up in 25-65 s; one
+phase takes 3-4 minutes at N = 1000 and 5-6 at N = 2000 (the triggerer needs 1-3 minutes to start 2000
+triggers); ``--sizes 1000,2000`` took 19 minutes in all. N = 5000 was not run (expect well over 10 minutes per
+phase).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
+import pstats
 import shutil
 import signal
 import statistics
@@ -125,7 +132,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=15.0, help="s after all triggers run (default %(default)s)")
     parser.add_argument("--early", type=int, default=10, help="tasks for the latency figure (default %(default)s)")
     parser.add_argument("--parallelism", type=int, default=4, help="LocalExecutor slots (default %(default)s)")
-    parser.add_argument("--profile", action="store_true", help="sample the trigger runner's stacks (both sides)")
+    parser.add_argument("--profile", action="store_true", help="cProfile the triggerer after each window")
+    parser.add_argument("--profile-window", type=float, default=30.0, help="s (default %(default)s)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file (default %(default)s)")
     args = parser.parse_args(argv)
     try:
@@ -288,7 +296,6 @@ def _run_phase(dep: Deployment, db: _Db, state: EmulatorState, phase: Phase, arg
     wall0 = time.time()
     me0 = me.cpu_times()
     cpu0 = _cpu_snapshot(pid)
-    _profile_window(dep, args, phase, on=True)
     t0 = time.monotonic()
     rss: list[float] = []
     while time.monotonic() - t0 < args.window:
@@ -296,7 +303,6 @@ def _run_phase(dep: Deployment, db: _Db, state: EmulatorState, phase: Phase, arg
         time.sleep(min(2.0, max(0.0, args.window - (time.monotonic() - t0))))
     cpu1 = _cpu_snapshot(pid)
     t1 = time.monotonic()
-    _profile_window(dep, args, phase, on=False)
     me1 = me.cpu_times()
     polls1 = _polls(state, n) if phase.side == "runwatch" else 0
     phase.load_end = _loadavg()
@@ -313,6 +319,8 @@ def _run_phase(dep: Deployment, db: _Db, state: EmulatorState, phase: Phase, arg
         phase.poll_interval = args.poll_interval
         phase.mean_interval = round(_mean_interval(state, n, wall0, time.time()), 3)
     print(f"[bench] {phase.side} N={n}: window done: {_row(phase, None)}", flush=True)
+    if args.profile:
+        _profile(dep, args, phase)
 
     # -- event-to-resume latency --------------------------------------------------------------------------
     k = args.early
@@ -349,8 +357,6 @@ def _run_phase(dep: Deployment, db: _Db, state: EmulatorState, phase: Phase, arg
             if rid:
                 client.patch(f"/dags/{dag_id}/dagRuns/{rid}", json={"state": "failed"}).raise_for_status()
     _wait("trigger table drained", lambda: db.triggers()[0] == 0, 300 + 0.2 * n, dep)
-    if args.profile:
-        _report_profile(dep, phase)
     dep.stop("triggerer")
     phase.status = "done"
 
@@ -358,45 +364,44 @@ def _run_phase(dep: Deployment, db: _Db, state: EmulatorState, phase: Phase, arg
 # -- profile ------------------------------------------------------------------------------------------------
 
 #: Installed as sitecustomize.py for a profiled triggerer: in the ``airflow triggerer`` process and, after each
-#: fork, in its children (the trigger runner is a forked child), a daemon thread samples the main thread's stack
-#: every 10 ms while the harness's window marker file exists, and writes collapsed stacks (``a;b;c count``) to
-#: ``$BENCH_TRIGGERER_PROFILE.<pid>`` when the window ends.
-_SAMPLER = """
-import collections, os, sys, threading, time
+#: fork, in its children (the trigger runner is a forked child), cProfile runs on the main thread while the
+#: harness's marker file exists (a watcher thread signals the process; the handler runs on the main thread, where
+#: ``sys.setprofile`` must be called on Python 3.11) and its stats go to ``$BENCH_TRIGGERER_PROFILE.<pid>``.
+#: Not an in-process stack sampler: a sampling thread only gets the GIL where the main thread releases it (socket
+#: writes, selects, database calls), so its samples show those, not where the CPU goes.
+_PROFILER = """
+import cProfile, os, signal, threading, time
+
+_SIGNAL = signal.SIGRTMIN + 7
 
 def _start():
     out = os.environ["BENCH_TRIGGERER_PROFILE"]
     marker = out + ".window"
-    main = threading.main_thread().ident
-    counts = collections.Counter()
+    profile = cProfile.Profile()
 
-    def loop():
+    def toggle(signum, frame):
+        if os.path.exists(marker):
+            profile.enable()
+        else:
+            profile.disable()
+            profile.dump_stats(f"{out}.{os.getpid()}")
+
+    signal.signal(_SIGNAL, toggle)
+
+    def watch():
+        on = False
         while True:
-            if not os.path.exists(marker):
-                if counts:
-                    with open(f"{out}.{os.getpid()}", "w") as f:
-                        for stack_text, count in counts.most_common():
-                            f.write(f"{stack_text} {count}\\n")
-                    counts.clear()
-                time.sleep(0.2)
-                continue
-            for _ in range(100):
-                time.sleep(0.01)
-                frame = sys._current_frames().get(main)
-                stack = []
-                while frame is not None:
-                    stack.append(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_code.co_name}")
-                    frame = frame.f_back
-                counts[";".join(reversed(stack))] += 1
+            time.sleep(0.2)
+            if os.path.exists(marker) != on:
+                on = not on
+                os.kill(os.getpid(), _SIGNAL)
 
-    threading.Thread(target=loop, daemon=True, name="bench-sampler").start()
+    threading.Thread(target=watch, daemon=True, name="bench-profile-watch").start()
 
 if os.environ.get("BENCH_TRIGGERER_PROFILE"):
     _start()
     os.register_at_fork(after_in_child=_start)
 """
-#: Leaf frames of a thread that waits (for I/O, a timer, a child): not where CPU goes.
-_IDLE_LEAVES = ("selectors.py:select", "selectors.py:poll", "threading.py:wait", "runners.py:run")
 
 
 def _profile_env(dep: Deployment, args: argparse.Namespace, phase: Phase) -> dict[str, str]:
@@ -404,7 +409,7 @@ def _profile_env(dep: Deployment, args: argparse.Namespace, phase: Phase) -> dic
         return {}
     site = dep.home / "profile-site"
     site.mkdir(exist_ok=True)
-    (site / "sitecustomize.py").write_text(_SAMPLER)
+    (site / "sitecustomize.py").write_text(_PROFILER)
     path = os.pathsep.join(p for p in (str(site), dep.env.get("PYTHONPATH", "")) if p)
     return {"PYTHONPATH": path, "BENCH_TRIGGERER_PROFILE": str(_profile_prefix(dep, phase))}
 
@@ -413,58 +418,29 @@ def _profile_prefix(dep: Deployment, phase: Phase) -> Path:
     return dep.home / f"profile-{phase.side}-{phase.n}"
 
 
-def _profile_window(dep: Deployment, args: argparse.Namespace, phase: Phase, *, on: bool) -> None:
-    if args.profile:
-        marker = Path(f"{_profile_prefix(dep, phase)}.window")
-        if on:
-            marker.touch()
-        else:
-            marker.unlink(missing_ok=True)
-            time.sleep(2)  # the samplers notice within 1.2 s and write their files
-
-
-def _summarise(path: Path, label: str) -> list[str]:
-    inclusive: dict[str, int] = {}
-    own: dict[str, int] = {}
-    total = busy = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        count = int(count_text)
-        total += count
-        frames = stack.split(";")
-        if frames[-1] in _IDLE_LEAVES:
-            continue
-        busy += count
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-        for name in set(frames):
-            inclusive[name] = inclusive.get(name, 0) + count
-    text = [f"{label}: {total} samples in the window, {busy} busy ({100 * busy / max(total, 1):.0f}%)"]
-    if busy:
-        text += ["  self, % of busy samples:"]
-        text += [f"    {100 * c / busy:5.1f}%  {name}" for name, c in sorted(own.items(), key=lambda kv: -kv[1])[:20]]
-        text += ["  inclusive, % of busy samples:"]
-        ranked = sorted(inclusive.items(), key=lambda kv: -kv[1])
-        text += [f"    {100 * c / busy:5.1f}%  {name}" for name, c in ranked[:45]]
-    return text
-
-
-def _report_profile(dep: Deployment, phase: Phase) -> None:
-    """Where each triggerer process's main thread spends its busy samples: by function, self and inclusive."""
+def _profile(dep: Deployment, args: argparse.Namespace, phase: Phase) -> None:
+    """A second window, after the measured one (cProfile slows what it profiles): profile every triggerer
+    process for ``--profile-window`` seconds, then print and keep where each one's time went."""
+    marker = Path(f"{_profile_prefix(dep, phase)}.window")
+    marker.touch()
+    time.sleep(args.profile_window)
+    marker.unlink()
+    time.sleep(3)  # the watchers notice within 0.2 s and dump their stats
+    files = sorted(p for p in dep.home.glob(f"{_profile_prefix(dep, phase).name}.*") if p.suffix[1:].isdigit())
     names = {int(key.split(" ", 1)[0]): key for key in phase.cpu_by_process}
-    files = sorted(dep.home.glob(f"{_profile_prefix(dep, phase).name}.*"))
-    files = [f for f in files if f.suffix.lstrip(".").isdigit()]
-    if not files:
-        phase.note += "no profile samples; "
-        return
-    text = [f"profile {phase.side} N={phase.n} (main threads, 100 samples/s during the window)"]
+    text = [
+        f"profile {phase.side} N={phase.n}: cProfile of each triggerer process's main thread, {args.profile_window:g} s"
+    ]
     for path in files:
-        pid = int(path.suffix.lstrip("."))
-        text += _summarise(path, names.get(pid, f"{pid} (not in the window's process tree)"))
+        out = io.StringIO()
+        stats = pstats.Stats(str(path), stream=out)
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats(40)
+        text += [f"--- {names.get(int(path.suffix[1:]), path.suffix[1:])}", out.getvalue()]
     print("\n".join(text), flush=True)
     dest = ROOT / "bench-results" / f"triggerer-profile-{phase.side}-{phase.n}.txt"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    stacks = [f"--- {path.name}\n{path.read_text()}" for path in files]
-    dest.write_text("\n".join(text) + "\n\ncollapsed stacks:\n" + "\n".join(stacks))
+    dest.write_text("\n".join(text))
 
 
 # -- output -------------------------------------------------------------------------------------------------
