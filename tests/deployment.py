@@ -572,3 +572,21 @@ def start_redis(dep: Deployment) -> int:
             if time.monotonic() > deadline or dep.procs["redis"].poll() is not None:
                 raise RuntimeError(f"redis-server did not start:\n{dep.logs('redis')[-3000:]}") from None
             time.sleep(0.2)
+
+
+def start_airflow_core(dep: Deployment, port: int) -> None:
+    """Migrate the metadata database and start api-server (on ``port``), scheduler and dag-processor: every
+    component but the triggerer and workers, for a caller that starts (and restarts) those itself. Returns once
+    the API server answers."""
+    subprocess.run([*AIRFLOW, "db", "migrate"], env=dep.env, cwd=dep.home, check=True, capture_output=True, timeout=300)
+    dep.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1")
+    dep.start("scheduler", "scheduler")
+    dep.start("dag-processor", "dag-processor")
+    deadline = time.monotonic() + 240
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(f"{dep.api_url}/api/v2/monitor/health", timeout=5)
+            return
+        if time.monotonic() > deadline or dep.procs["api-server"].poll() is not None:
+            raise RuntimeError(f"the API server does not answer:\n{dep.logs('api-server')[-3000:]}")
+        time.sleep(1)
