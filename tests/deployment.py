@@ -358,7 +358,12 @@ def _last_assistant_text(body: dict[str, Any]) -> str:
     return "".join(p["text"] for p in message["parts"] if p.get("type") == "text")
 
 
-def wait_healthy(dep: Deployment, timeout: float = 120) -> None:
+#: The components ``/api/v2/monitor/health`` reports, all of which a whole deployment has.
+COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+
+
+def wait_healthy(dep: Deployment, timeout: float = 120, components: tuple[str, ...] = COMPONENTS) -> None:
+    """Until the API server reports each of ``components`` healthy (fails at once if a process has exited)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -368,10 +373,7 @@ def wait_healthy(dep: Deployment, timeout: float = 120) -> None:
         try:
             r = httpx.get(f"{dep.api_url}/api/v2/monitor/health", timeout=5)
             last = r.json()
-            if all(
-                last.get(c, {}).get("status") == "healthy"
-                for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-            ):
+            if all(last.get(c, {}).get("status") == "healthy" for c in components):
                 return
         except (httpx.HTTPError, ValueError):
             pass
@@ -576,17 +578,10 @@ def start_redis(dep: Deployment) -> int:
 
 def start_airflow_core(dep: Deployment, port: int) -> None:
     """Migrate the metadata database and start api-server (on ``port``), scheduler and dag-processor: every
-    component but the triggerer and workers, for a caller that starts (and restarts) those itself. Returns once
-    the API server answers."""
-    subprocess.run([*AIRFLOW, "db", "migrate"], env=dep.env, cwd=dep.home, check=True, capture_output=True, timeout=300)
+    component but the triggerers and workers, which each caller starts (and restarts) its own way."""
+    migrate = subprocess.run([*AIRFLOW, "db", "migrate"], env=dep.env, cwd=dep.home, capture_output=True, timeout=300)
+    if migrate.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]!r}\n{migrate.stderr[-3000:]!r}")
     dep.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1")
     dep.start("scheduler", "scheduler")
     dep.start("dag-processor", "dag-processor")
-    deadline = time.monotonic() + 240
-    while True:
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.get(f"{dep.api_url}/api/v2/monitor/health", timeout=5)
-            return
-        if time.monotonic() > deadline or dep.procs["api-server"].poll() is not None:
-            raise RuntimeError(f"the API server does not answer:\n{dep.logs('api-server')[-3000:]}")
-        time.sleep(1)

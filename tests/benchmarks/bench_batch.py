@@ -58,7 +58,6 @@ import json
 import math
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -73,12 +72,12 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 from tests.deployment import (  # noqa: E402
-    AIRFLOW,
     Deployment,
     airflow_env,
     free_port,
     postgres_env,
     running,
+    start_airflow_core,
     start_postgres,
     wait_dags,
     wait_healthy,
@@ -369,10 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                 env.update(postgres_env(start_postgres(dep)))
             else:
                 env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{home}/airflow.db?timeout=30"
-            subprocess.run([*AIRFLOW, "db", "migrate"], env=env, cwd=home, check=True, capture_output=True, timeout=300)
-            dep.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1")
-            dep.start("scheduler", "scheduler")
-            dep.start("dag-processor", "dag-processor")
+            start_airflow_core(dep, port)
             dep.start("triggerer", "triggerer", "--capacity", str(max(1000, 2 * args.items)))
             wait_healthy(dep, timeout=240)
             wait_dags(dep, [f"bench_batch_{c.vendor}_{c.mode}" for c in runnable], timeout=240)

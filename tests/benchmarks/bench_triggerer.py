@@ -518,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         pg_port = start_postgres(dep)
         env.update(postgres_env(pg_port))
         start_airflow_core(dep, port)
+        wait_healthy(dep, timeout=240, components=("metadatabase", "scheduler", "dag_processor"))  # no triggerer yet
         wait_dags(dep, list(DAGS.values()), timeout=240)
         print(f"[bench] deployment up in {time.monotonic() - began:.0f} s", flush=True)
         db = _Db(pg_port)

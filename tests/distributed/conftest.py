@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,7 +28,6 @@ import pytest
 from airflow_provider_runwatch.emulator.gloriamundo import LIMITS_PATH
 from airflow_provider_runwatch.emulator.server import EmulatorServer
 from tests.deployment import (
-    AIRFLOW,
     DEFAULT_SCENARIO,
     PG_BIN,
     SECRET_KEY,
@@ -38,6 +36,7 @@ from tests.deployment import (
     free_port,
     postgres_env,
     running,
+    start_airflow_core,
     start_postgres,
     start_redis,
     wait_dags,
@@ -187,12 +186,7 @@ def cluster() -> Iterator[Cluster]:
                 "AIRFLOW__TRIGGERER__MAX_TRIGGER_TO_SELECT_PER_LOOP": "4",
             }
         )
-        migrate = subprocess.run([*AIRFLOW, "db", "migrate"], env=env, cwd=home, capture_output=True, timeout=300)
-        if migrate.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]!r}\n{migrate.stderr[-3000:]!r}")
-        dep.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1")
-        dep.start("scheduler", "scheduler")
-        dep.start("dag-processor", "dag-processor")
+        start_airflow_core(dep, port)
         c = Cluster(dep=dep, pg_port=pg_port, redis_port=redis_port)
         # One triggerer at first: the failover drill fills it, then starts the second (see test_drill_1_failover).
         c.start_triggerer(TRIGGERERS[0], capacity=FAILOVER_CAPACITY)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import shutil
 import ssl
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -41,7 +40,6 @@ import pytest
 from airflow_provider_runwatch.emulator.server import EmulatorServer
 from airflow_provider_runwatch.emulator.serving import TlsFiles
 from tests.deployment import (
-    AIRFLOW,
     DEFAULT_SCENARIO,
     ROOT,
     SECRET_KEY,
@@ -50,6 +48,7 @@ from tests.deployment import (
     free_port,
     postgres_env,
     running,
+    start_airflow_core,
     start_postgres,
     wait_dags,
     wait_healthy,
@@ -175,10 +174,7 @@ def _e2e() -> Iterator[_E2E]:
         egress = _start_egress(dep)
         dep.component_env.update(egress.env())  # not chromium's: it would send its own https calls to the proxy
         env.update(postgres_env(start_postgres(dep)))
-        subprocess.run([*AIRFLOW, "db", "migrate"], env=env, cwd=home, check=True, capture_output=True, timeout=180)
-        dep.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1", "--workers", "1")
-        dep.start("scheduler", "scheduler")
-        dep.start("dag-processor", "dag-processor")
+        start_airflow_core(dep, port)
         dep.start_triggerer()
         wait_healthy(dep)
         wait_dags(dep, [*E2E_DAG_IDS, *EXAMPLE_DAG_IDS])
