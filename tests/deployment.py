@@ -243,20 +243,29 @@ class Deployment:
                 for ti in r.json()["task_instances"]
             }
 
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """The DAG run's record. A 5xx (the API server's database session lost under a burst of task starts)
+        is asked again for up to a minute: a read is idempotent, and a drill must not fail on it."""
+        deadline = time.monotonic() + 60
+        with self.api() as c:
+            while True:
+                r = c.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+                if r.status_code < 500 or time.monotonic() > deadline:
+                    r.raise_for_status()
+                    return dict(r.json())
+                time.sleep(1)
+
     def wait_for(
         self, dag_id: str, run_id: str, *, timeout: float = 120, states: tuple[str, ...] = ("success", "failed")
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
-        with self.api() as c:
-            while True:
-                r = c.get(f"/dags/{dag_id}/dagRuns/{run_id}")
-                r.raise_for_status()
-                run = r.json()
-                if run["state"] in states:
-                    return dict(run)
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{dag_id}/{run_id} still {run['state']} after {timeout}s: {self.tail()}")
-                time.sleep(1)
+        while True:
+            run = self.dag_run(dag_id, run_id)
+            if run["state"] in states:
+                return run
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{dag_id}/{run_id} still {run['state']} after {timeout}s: {self.tail()}")
+            time.sleep(1)
 
     def wait_for_tasks(
         self, dag_id: str, run_id: str, state: str, task_ids: list[str], *, timeout: float = 60

@@ -1,12 +1,12 @@
 """(d) One GloriaMundo key across the deployment: 40 runs, both triggerers polling, both workers starting.
 
 The emulator enforces GloriaMundo's 10 executions and 60 status polls per key, counted over 6 s instead of a
-minute (every ratio as in production, ten times faster); the connections count over the same window. Two DAG runs
-at once, one key each: ``dist_budget_fixed`` (``adaptive_rate: false``, today's per-process budget: each of the
-two triggerers polls at up to 50 per window, 100 against 60) and ``dist_budget_adaptive`` (the default: each
-process slows down on the key's 429s). Counted from the emulator's request log: polls, 429s, starts.
-Target for the adaptive budget: every run completes and 429s are at most 2 % of the polls. The figures are
-written to test-artifacts/distributed-budget.json.
+minute (every ratio as in production, ten times faster); the connections count over the same window. This module
+(in ``./dev test``) runs ``dist_budget_adaptive``: 40 runs on one key with the default budget (each process slows
+down on the key's 429s). Target: every run completes, one start each, and 429s are at most 2 % of the polls,
+counted from the emulator's request log. The baseline, today's fixed per-process budget measured beside it in the
+same run, is test_drill_3_budget_baseline.py (``-m slow``: twice the tasks). The figures, with polls and 429s per
+window, go to test-artifacts/distributed-budget*.json.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 
 from tests.deployment import ARTIFACTS
-from tests.distributed.conftest import BUDGETS, WORKERS, Cluster
+from tests.distributed.conftest import BUDGET_WINDOW, WORKERS, Cluster
 
-# Minutes of wall time on 2 cores (80 Airflow tasks, each started and resumed on a worker): not in ./dev test.
-pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(900)]
 
 RUNS = 40
 TASKS = [f"budget_{i:02d}" for i in range(RUNS)]
@@ -52,8 +51,19 @@ def _received(cluster: Cluster, worker: str) -> int:
     return cluster.dep.logs(worker).count("execute_workload")
 
 
-@pytest.fixture(scope="module")
-def outcomes(cluster: Cluster) -> dict[str, Outcome]:
+def per_window(polls: list[dict[str, Any]], began: float) -> list[list[int]]:
+    """``[polls, refused]`` per window of the emulator's limit from the drill's start: where a miss came from
+    (the triggerers' first overshoot, or probing later)."""
+    counts: dict[int, list[int]] = {}
+    for e in polls:
+        row = counts.setdefault(int((e["ts"] - began) // BUDGET_WINDOW), [0, 0])
+        row[0] += 1
+        row[1] += e["status"] == 429
+    return [counts.get(w, [0, 0]) for w in range(max(counts, default=-1) + 1)]
+
+
+def measure(cluster: Cluster, budgets: tuple[str, ...], artifact: str) -> dict[str, Outcome]:
+    """Run ``dist_budget_<b>`` for each of ``budgets`` at once; count polls, 429s and starts per key."""
     dep = cluster.dep
     cluster.ensure_triggerers()
     # Both alive (heart-beating) before the first deferral, or the first one up takes every trigger of a key.
@@ -63,8 +73,8 @@ def outcomes(cluster: Cluster) -> dict[str, Outcome]:
         time.sleep(1)
     received = {w: _received(cluster, w) for w in WORKERS}
     began, began_wall = time.monotonic(), time.time()
-    runs = {b: dep.trigger(f"dist_budget_{b}") for b in BUDGETS}
-    seen: dict[str, set[Any]] = {b: set() for b in BUDGETS}
+    runs = {b: dep.trigger(f"dist_budget_{b}") for b in budgets}
+    seen: dict[str, set[Any]] = {b: set() for b in budgets}
     ended: dict[str, float] = {}
     deadline = time.monotonic() + 420
     while len(ended) < len(runs):
@@ -77,22 +87,22 @@ def outcomes(cluster: Cluster) -> dict[str, Outcome]:
             )
             seen[budget] |= {r[0] for r in rows}
             if budget not in ended:
-                with dep.api() as c:
-                    state = c.get(f"/dags/dist_budget_{budget}/dagRuns/{run_id}").json()["state"]
+                state = dep.dag_run(f"dist_budget_{budget}", run_id)["state"]
                 if state in ("success", "failed"):
                     ended[budget] = time.monotonic() - began
         assert time.monotonic() < deadline, f"budget runs not done after 420s: {dep.tail()}"
         time.sleep(2)
     emu = dep.emulator
     result = {}
+    windows: dict[str, list[list[int]]] = {}
     for budget, run_id in runs.items():
         dag_id = f"dist_budget_{budget}"
         tis = dep.task_instances(dag_id, run_id)
         ids = {dep.xcom(dag_id, run_id, t, "run_id") for t in TASKS if tis[t]["state"] in ("success", "failed")}
         polls = [e for e in emu.requests(vendor="gloriamundo", method="GET") if e["run_id"] in ids]
         starts = [e for e in emu.requests(vendor="gloriamundo", method="POST") if e["run_id"] in ids]
-        with dep.api() as c:
-            state = c.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+        state = dep.dag_run(dag_id, run_id)["state"]
+        windows[budget] = per_window(polls, began_wall)
         result[budget] = Outcome(
             state=state,
             succeeded=sum(1 for t in TASKS if tis[t]["state"] == "success"),
@@ -103,21 +113,29 @@ def outcomes(cluster: Cluster) -> dict[str, Outcome]:
             seconds=round(ended[budget], 1),
         )
     workers = {w: _received(cluster, w) - received[w] for w in WORKERS}
-    # A refused execute names no run (nothing started), so it is counted for both keys together.
+    # A refused execute names no run (nothing started), so it is counted for the keys together.
     refused_starts = sum(
         1
         for e in emu.requests(vendor="gloriamundo", method="POST")
         if e["path"].endswith("/execute") and e["status"] == 429 and e["ts"] >= began_wall
     )
-    report = {b: {**asdict(o), "refused_share": round(o.refused_share, 4)} for b, o in result.items()} | {
+    report = {
+        b: {**asdict(o), "refused_share": round(o.refused_share, 4), "per_window": windows[b]}
+        for b, o in result.items()
+    } | {
         "tasks_received_by_worker": workers,
-        "refused_executes_both_keys": refused_starts,
+        "refused_executes": refused_starts,
     }
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "distributed-budget.json").write_text(json.dumps(report, indent=1))
+    (ARTIFACTS / artifact).write_text(json.dumps(report, indent=1))
     print(f"budget across the deployment: {json.dumps(report)}")
     assert all(n > 0 for n in workers.values()), f"both workers must start runs: {workers}"
     return result
+
+
+@pytest.fixture(scope="module")
+def outcomes(cluster: Cluster) -> dict[str, Outcome]:
+    return measure(cluster, ("adaptive",), "distributed-budget.json")
 
 
 def test_adaptive_budget_every_run_completes_once(outcomes: dict[str, Outcome]) -> None:
@@ -131,10 +149,5 @@ def test_adaptive_budget_keeps_429s_under_two_percent_of_polls(outcomes: dict[st
     assert adaptive.refused_share <= MAX_REFUSED_SHARE, adaptive
 
 
-def test_both_triggerers_polled_each_key(outcomes: dict[str, Outcome]) -> None:
-    assert {b: o.triggerers for b, o in outcomes.items()} == dict.fromkeys(BUDGETS, 2)
-
-
-def test_adaptive_budget_is_refused_less_than_the_fixed_one(outcomes: dict[str, Outcome]) -> None:
-    """The baseline in the same run: today's fixed per-process budget, two triggerers on one key."""
-    assert outcomes["adaptive"].refused_share < outcomes["fixed"].refused_share, outcomes
+def test_both_triggerers_polled_the_key(outcomes: dict[str, Outcome]) -> None:
+    assert outcomes["adaptive"].triggerers == 2, outcomes

@@ -305,6 +305,10 @@ def test_budget_from_extras() -> None:
     default = GloriaMundoHook.budget_specs(_settings())
     assert (default["poll"].limit, default["poll"].window, default["poll"].smooth) == (50, 60.0, True)
     assert (default["execute"].limit, default["execute"].smooth) == (9, False)
+    # Polls hold on a 429's Retry-After; starts do not: start admission waits a refused start out within
+    # start_timeout (tests/integration/test_start_admission.py), a hold would sleep the worker past it.
+    assert default["poll"].holds and not default["execute"].holds
+    assert not GloriaMundoHook.budget_specs(_settings(adaptive_rate=False))["poll"].holds
     custom = GloriaMundoHook.budget_specs(
         _settings(polls_per_minute="30", executions_per_minute=5, rate_window_seconds=6)
     )

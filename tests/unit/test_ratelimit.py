@@ -122,7 +122,7 @@ def test_key_budget_buckets_are_independent_and_unknown_buckets_pass() -> None:
     assert budget._reserve("poll")[2] == 0
     assert budget._reserve("poll")[2] == 30.0
     assert budget._reserve("execute")[2] == 0, "executions do not wait behind polls"
-    assert budget._reserve("whatever") == (None, 0.0, 0.0)
+    assert budget._reserve("whatever") == (None, None, 0.0)
 
 
 def test_registry_shares_per_key_and_never_holds_the_key() -> None:

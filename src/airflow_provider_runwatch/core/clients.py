@@ -66,14 +66,15 @@ class Limiter(Protocol):
     request may be sent, or ``False`` after ``within`` seconds (the attempt's time left) when no slot comes that
     soon: the budget wait is part of the request's total, so it cannot hold a wait past its deadline. The
     async variant must never block the event loop. After an attempt the vendor refused with
-    429 the clients call :meth:`throttled`, so a budget that adapts (other processes share the key) slows down.
+    429 the clients call :meth:`throttled` with the vendor's ``Retry-After``, so a budget that adapts (other
+    processes share the key) slows down and holds its slots until then.
     """
 
     async def acquire(self, bucket: str, within: float | None = None) -> bool: ...
 
     def acquire_blocking(self, bucket: str, within: float | None = None) -> bool: ...
 
-    def throttled(self, bucket: str) -> None: ...
+    def throttled(self, bucket: str, retry_after: float | None = None) -> None: ...
 
 
 @dataclass
@@ -240,7 +241,7 @@ class _ClientBase:
             and options.limiter is not None
             and (options.throttles_key is None or options.throttles_key(error))
         ):
-            options.limiter.throttled(request.bucket)
+            options.limiter.throttled(request.bucket, error.retry_after)
 
     def _log_retry(self, request: ApiRequest, error: VendorAPIError, delay: float, attempt: int) -> None:
         log.warning("%s; retry %d/%d in %.1fs", error.describe(), attempt, self.options.retry.max_attempts - 1, delay)

@@ -134,7 +134,7 @@ class GloriaMundoHook(RunwatchHook):
         if not isinstance(adaptive, bool):
             raise ConfigurationError(f"{where}: extra 'adaptive_rate' must be true or false, got {adaptive!r}")
         return {
-            POLL_BUCKET: BudgetSpec(int(polls), window, smooth=True, adaptive=adaptive),
+            POLL_BUCKET: BudgetSpec(int(polls), window, smooth=True, adaptive=adaptive, holds=adaptive),
             EXECUTE_BUCKET: BudgetSpec(int(executions), window, smooth=False, adaptive=adaptive),
         }
 
