@@ -314,9 +314,18 @@ def _proxy_variables() -> dict[str, str]:
     they are the cache key, so a variable set, changed or removed is seen by the next resolution as before.
     Where ``getproxies`` falls back to the system's settings when no variable is set (macOS, Windows), it is
     asked each time, as before.
+
+    The walk reads the ``os`` module's own store of the environment (``os.environ._data``: bytes on POSIX)
+    where there is one, because iterating ``os.environ`` decodes every name in a Python function call: that
+    was most of a trigger's start beyond base's (45 decodes per start here; a triggerer has more variables).
+    The bytes are the same variables, so they make the same cache key.
     """
     environ = os.environ
-    key = tuple((name, environ[name]) for name in environ if name[-6:].lower() == "_proxy")
+    raw = getattr(environ, "_data", None)
+    if os.name == "posix" and isinstance(raw, dict):
+        key: tuple[tuple[Any, Any], ...] = tuple((n, v) for n, v in raw.items() if n[-6:].lower() == b"_proxy")
+    else:  # pragma: no cover - Windows (str names, upper-cased) or an os.environ without the private store
+        key = tuple((name, environ[name]) for name in environ if name[-6:].lower() == "_proxy")
     found = _getproxies_environment(key, "REQUEST_METHOD" in environ)
     if not found and sys.platform in ("darwin", "win32"):
         return urllib.request.getproxies()
@@ -324,7 +333,7 @@ def _proxy_variables() -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=16)
-def _getproxies_environment(variables: tuple[tuple[str, str], ...], cgi: bool) -> tuple[tuple[str, str], ...]:
+def _getproxies_environment(variables: tuple[tuple[Any, Any], ...], cgi: bool) -> tuple[tuple[str, str], ...]:
     """:func:`urllib.request.getproxies_environment` for the environment that holds ``variables`` (the key
     :func:`_proxy_variables` made of it just before, in the same thread of this call)."""
     return tuple(urllib.request.getproxies_environment().items())
