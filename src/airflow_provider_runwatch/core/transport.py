@@ -268,8 +268,11 @@ class _Connection(asyncio.Protocol):
         self.error = None
 
     def release(self) -> None:
-        """The exchange is over for the caller: the connection goes back to the pool or is discarded."""
-        self._to(Exchange.IDLE)
+        """The exchange is over for the caller: the connection goes back to the pool or is discarded.
+
+        Set without :meth:`_to`'s check: every state may move to IDLE (:data:`_TRANSITIONS`), and this runs
+        once per poll."""
+        self.state = Exchange.IDLE
 
     async def write(self, data: bytes, timeout: float | None, deadline: float | None = None) -> None:
         """Send ``data``; wait while the socket's buffer is full, at most ``timeout`` seconds and never past
