@@ -940,8 +940,14 @@ class Orchestrator:
             if p.stem not in ("__init__", "base")
         ]
         # What the dag-processor would also pay if the operators imported their hooks and triggers eagerly
-        # (they import them when a task runs): the "lazy imports" lever.
-        eager = [m.replace(".operators.", f".{kind}.") for kind in ("hooks", "triggers") for m in modules]
+        # (they import them when a task runs): the "lazy imports" lever. Only the hook and trigger modules that
+        # exist: some operator modules (batch, lineage, gumloop_shared, ...) have no twin of that name.
+        eager = [
+            f"airflow_provider_runwatch.{kind}.{m.rsplit('.', 1)[1]}"
+            for kind in ("hooks", "triggers")
+            for m in modules
+            if (package.parent / kind / f"{m.rsplit('.', 1)[1]}.py").exists()
+        ]
         code = (
             "import json, sys, time\n"
             "t0 = time.perf_counter()\n"

@@ -128,6 +128,30 @@ def test_environment_read_again_after_every_change(monkeypatch: pytest.MonkeyPat
     assert env_proxy("https") is None and env_proxy("http") is None
 
 
+def test_resolution_shared_until_an_input_changes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every trigger of a connection shares one resolved NetworkSettings (a trigger start no longer parses
+    and holds its own); a change to the connection label, a network extra, a proxy or a CA variable is
+    resolved and checked again, and a failed resolution is not remembered."""
+    first = network_settings(settings())
+    assert network_settings(settings()) is first
+    other = ConnectionSettings(PUFFLE, "other", "https://app.puffle.ai", "k" * 20)
+    assert network_settings(other).conn_label == "Puffle connection 'other'"
+    assert network_settings(settings(trust_env="false")) is not first
+    monkeypatch.setenv("Https_Proxy", "http://mixed-case:1")  # getproxies lower-cases names
+    proxied = network_settings(settings()).proxy_for("https", "app.puffle.ai")
+    assert proxied is not None and proxied.host == "mixed-case"
+    monkeypatch.delenv("Https_Proxy")
+    assert network_settings(settings()) is first
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("x")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    assert network_settings(settings()).tls.cafile == str(bundle)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "gone.pem"))
+    for _ in range(2):  # not remembered: the same error every time
+        with pytest.raises(ConfigurationError, match=r"SSL_CERT_FILE points at .*does not exist"):
+            network_settings(settings())
+
+
 def test_all_proxy_and_bad_environment_value(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALL_PROXY", "http://all:1")
     chosen = network_settings(settings()).proxy_for("https", "h.example")

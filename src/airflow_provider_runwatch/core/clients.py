@@ -384,10 +384,8 @@ class AsyncApiClient(_ClientBase):
     def _build(self, request: ApiRequest) -> httpx.Request:
         return self._builder.build_request(request.method, request.path, **self.options.request_kwargs(request))
 
-    async def _prepared(self, request: ApiRequest) -> lean.Prepared:
-        last = self._last
-        if last is not None and last[0] is request:
-            return last[1]
+    async def _prepare(self, request: ApiRequest) -> lean.Prepared:
+        """``request`` ready for the wire, kept when it is a GET (see :meth:`_exchange` for the reuse)."""
         prepared = await lean.prepare(self._build(request), self._handle.proxy if self._handle else None)
         if request.method == "GET" and request.json is None:
             self._last = (request, prepared)
@@ -438,7 +436,10 @@ class AsyncApiClient(_ClientBase):
         return await self._read(request, await transport.handle_async_request(self._build(request)))
 
     async def _exchange(self, request: ApiRequest, transport: lean.LeanTransport, deadline: float) -> Any:
-        answer = await transport.exchange_prepared(await self._prepared(request), deadline=deadline)
+        # The same poll's request again is the kept one, without a coroutine of its own per poll.
+        last = self._last
+        prepared = last[1] if last is not None and last[0] is request else await self._prepare(request)
+        answer = await transport.exchange_prepared(prepared, deadline=deadline)
         if isinstance(answer, lean.WholeAnswer):
             # A small answer that came whole with its head: no response object, no streaming.
             cap = self.options.max_response_bytes

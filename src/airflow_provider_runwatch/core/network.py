@@ -310,31 +310,81 @@ def _proxy_variables() -> dict[str, str]:
     whole environment twice, decoding every name and value: with a triggerer's environment that was a quarter
     of a trigger's start, and 5000 triggers starting together held the loop over a second longer, into the
     polls of the triggers already running. Its answer depends only on the variables whose name ends in
-    ``_proxy`` (any case) and on whether ``REQUEST_METHOD`` is set; one walk over the names finds those, and
-    they are the cache key, so a variable set, changed or removed is seen by the next resolution as before.
-    Where ``getproxies`` falls back to the system's settings when no variable is set (macOS, Windows), it is
-    asked each time, as before.
+    ``_proxy`` (any case) and on whether ``REQUEST_METHOD`` is set; one walk over the names finds those
+    (:func:`_environment_key`), and they are the cache key, so a variable set, changed or removed is seen by
+    the next resolution as before. Where ``getproxies`` falls back to the system's settings when no variable
+    is set (macOS, Windows), it is asked each time, as before.
     """
-    environ = os.environ
-    key = tuple((name, environ[name]) for name in environ if name[-6:].lower() == "_proxy")
-    found = _getproxies_environment(key, "REQUEST_METHOD" in environ)
+    variables, cgi, _ = _environment_key()
+    found = _getproxies_environment(variables, cgi)
     if not found and sys.platform in ("darwin", "win32"):
         return urllib.request.getproxies()
     return dict(found)
 
 
+def _environment_key() -> tuple[tuple[tuple[Any, Any], ...], bool, tuple[Any, ...]]:
+    """What of the environment a connection's network settings depend on: the ``*_proxy`` variables (any
+    case), whether ``REQUEST_METHOD`` is set (getproxies' CGI rule) and the :data:`CA_ENV_VARS` values.
+
+    Read from the ``os`` module's own store of the environment (``os.environ._data``: bytes on POSIX) where
+    there is one, because iterating ``os.environ`` decodes every name in a Python function call: that was
+    most of a trigger's start beyond the one before the networking work (45 decodes per start on the
+    benchmark machine; a triggerer has more variables). The bytes are the same variables, so they make the
+    same key."""
+    environ = os.environ
+    raw = getattr(environ, "_data", None)
+    if os.name != "posix" or not isinstance(raw, dict):  # pragma: no cover - Windows: str names, upper-cased
+        variables = tuple((name, environ[name]) for name in environ if name[-6:].lower() == "_proxy")
+        return variables, "REQUEST_METHOD" in environ, tuple(environ.get(name) for name in CA_ENV_VARS)
+    found = tuple((n, v) for n, v in raw.items() if n[-6:].lower() == b"_proxy")
+    return found, b"REQUEST_METHOD" in raw, tuple(raw.get(name) for name in _CA_ENV_BYTES)
+
+
 @functools.lru_cache(maxsize=16)
-def _getproxies_environment(variables: tuple[tuple[str, str], ...], cgi: bool) -> tuple[tuple[str, str], ...]:
+def _getproxies_environment(variables: tuple[tuple[Any, Any], ...], cgi: bool) -> tuple[tuple[str, str], ...]:
     """:func:`urllib.request.getproxies_environment` for the environment that holds ``variables`` (the key
     :func:`_proxy_variables` made of it just before, in the same thread of this call)."""
     return tuple(urllib.request.getproxies_environment().items())
+
+
+#: Resolved settings by what they depend on (:func:`network_settings`); bounded, as a triggerer's distinct
+#: connections and environments are few.
+_resolved: dict[tuple[Any, ...], NetworkSettings] = {}
+_RESOLVED_MAX = 256
+#: The extras the network settings read.
+_NETWORK_EXTRAS = ("cert", "verify", "trust_env", "proxies")
+_CA_ENV_BYTES = tuple(name.encode() for name in CA_ENV_VARS)
 
 
 def network_settings(settings: ConnectionSettings) -> NetworkSettings:
     """Resolve and validate a connection's network extras (and, with ``trust_env``, the environment).
 
     Raises :class:`ConfigurationError` naming the connection, the extra or variable, and what to do.
+
+    Every trigger resolves them when it starts, so the answer is shared by every resolution with the same
+    connection label, the same network extras and the same proxy and CA variables (one object for all the
+    triggers of a connection, not two more per trigger, and no re-parsing): any change to one of those is a
+    new key, hence resolved and checked again. What a hit skips is re-checking that a CA bundle or client
+    certificate file still exists; the TLS context built from it is shared by path already
+    (:func:`ssl_context`). A failed resolution is not remembered. On macOS and Windows, where ``getproxies``
+    may consult the system's settings, nothing is remembered.
     """
+    extras = settings.extras
+    key = (_where(settings), *(repr(extras.get(name)) for name in _NETWORK_EXTRAS), *_environment_key())
+    net = _resolved.get(key)
+    if net is not None:
+        if not net.tls.verify:
+            _warn_unverified(net.conn_label)  # once per connection and process, as on a first resolution
+        return net
+    net = _resolve(settings)
+    if sys.platform not in ("darwin", "win32"):
+        if len(_resolved) >= _RESOLVED_MAX:
+            _resolved.clear()
+        _resolved[key] = net
+    return net
+
+
+def _resolve(settings: ConnectionSettings) -> NetworkSettings:
     where = _where(settings)
     extras = settings.extras
     trust_env = _parse_bool(extras.get("trust_env"), where=where, name="trust_env", default=True)
