@@ -11,7 +11,11 @@ in quick succession share one queue row, the run's window ends at the first, the
 PostgreSQL, two sessions finishing within a millisecond). What the provider controls is asserted as such: one
 asset event per finished session, with its ids. A session whose event is stranded that way must arrive with the
 next event: the test ends with one more session, finishing alone seconds after the others, whose event must
-bring any held-back ones along (the figures count them).
+bring any held-back ones along (the figures count them). When the triggerer's trigger runner stalls (10-30 s seen
+on 2 busy cores) the watcher reports everything that finished meanwhile in one burst, the closing session's
+event among them, and the race can strand that one too (CI, stop 16: three events fired within 12 ms after a
+16 s stall, all three stranded): while some are stranded and no DAG run has started for 20 s, one more closing
+session follows, at most ``MAX_CLOSINGS`` in all.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ pytestmark = [pytest.mark.e2e]
 DAG_ID = "e2e_gumloop_events"
 AGENT = "agt_e2e_events"
 FINISHED = 6
+#: Closing sessions at most (see the module docstring): each finishes alone and flushes what the race held back.
+MAX_CLOSINGS = 3
+#: Seconds without a new DAG run, every event in, before another closing session is started.
+STRANDED_AFTER = 20.0
 
 
 @pytest.fixture
@@ -124,8 +132,8 @@ def test_every_finished_session_starts_exactly_one_dag_run_with_its_id(job_sched
     # one whose event brings along any that Airflow held back (apache/airflow#54659, see the module docstring).
     done = emu.schedule_sessions(AGENT, FINISHED, every=1.5, scenario="seconds=2", type="slack")
     failed = emu.schedule_sessions(AGENT, 2, every=1.5, scenario="seconds=2 outcome=failed", type="slack")
-    (closing,) = emu.schedule_sessions(AGENT, 1, start_in=FINISHED * 1.5 + 6, scenario="seconds=2", type="slack")
-    done.append(closing)
+    closings = emu.schedule_sessions(AGENT, 1, start_in=FINISHED * 1.5 + 6, scenario="seconds=2", type="slack")
+    done.extend(closings)
 
     def all_in() -> bool:
         runs = _runs(dep)
@@ -150,19 +158,44 @@ def test_every_finished_session_starts_exactly_one_dag_run_with_its_id(job_sched
         150,
         where_it_stands,
     )
-    _wait("not every finished session reached a finished DAG run", all_in, 90, where_it_stands)
+    deadline = time.monotonic() + 90 + STRANDED_AFTER * (MAX_CLOSINGS - 1)
+    last_change, last_runs = time.monotonic(), len(_runs(dep))
+    while not all_in():
+        assert time.monotonic() < deadline, (
+            f"not every finished session reached a finished DAG run: {where_it_stands()}"
+        )
+        if len(runs_now := _runs(dep)) != last_runs:
+            last_change, last_runs = time.monotonic(), len(runs_now)
+        elif (
+            time.monotonic() - last_change > STRANDED_AFTER
+            and len(closings) < MAX_CLOSINGS
+            and set(done) <= set(_asset_events(dep))
+        ):
+            # Every event is in, yet some sit in no DAG run: stranded by the race, the last closing one too.
+            more = emu.schedule_sessions(AGENT, 1, scenario="seconds=2", type="slack")
+            closings.extend(more)
+            done.extend(more)
+            last_change = time.monotonic()
+        time.sleep(1)
     time.sleep(6)  # three more polls: nothing fires again
     assert _asset_events(dep) == dict.fromkeys(done, 1), "one asset event per finished session"
     runs = _runs(dep)
     ids = [sid for run in runs for sid in run["session_ids"]]
     duplicates = len(ids) - len(set(ids))
     misses = len(set(done) - set(ids))
-    # Finished seconds before the closing session, yet consumed by its DAG run: held back by Airflow's race.
-    held = [sid for run in runs if closing in run["session_ids"] for sid in run["session_ids"] if sid != closing]
+    # Finished seconds before a closing session, yet consumed by its DAG run: held back by Airflow's race.
+    held = [
+        sid
+        for run in runs
+        if set(closings) & set(run["session_ids"])
+        for sid in run["session_ids"]
+        if sid not in closings
+    ]
     figures = (
         f"e2e events: {len(done)} sessions completed, {len(failed)} failed (not watched), {len(runs)} DAG runs "
         f"started, {len(ids)} session events, {duplicates} duplicates, {misses} misses, "
-        f"{len(held)} held back until the closing session's event (apache/airflow#54659), "
+        f"{len(held)} held back until a closing session's event (apache/airflow#54659), "
+        f"{len(closings)} closing sessions, "
         f"{time.monotonic() - started:.0f}s"
     )
     print(figures)
