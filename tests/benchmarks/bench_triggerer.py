@@ -43,8 +43,8 @@ and prints where their time goes, by function (own time and cumulative), both si
 
 Cost, on a 2-core machine shared with other work (load average 4-10): the deployment comes up in 25-65 s; one
 phase takes 3-4 minutes at N = 1000 and 5-6 at N = 2000 (the triggerer needs 1-3 minutes to start 2000
-triggers); ``--sizes 1000,2000`` took 19 minutes in all. N = 5000 was not run (expect well over 10 minutes per
-phase).
+triggers); ``--sizes 1000,2000`` took 19 minutes in all. ``--sizes 5000`` on an otherwise idle machine took 15
+minutes: phases of 364 s (baseline) and 509 s (ours: 393 s until all 5000 triggers had polled once).
 """
 
 from __future__ import annotations
