@@ -21,7 +21,9 @@ mode, run one after the other on a freshly reset emulator:
 - ``mapped``: one deferrable mapped task per input, with start admission (``start_timeout``) when this tree's
   operators have it (otherwise today's handling of a refused start: the table shows what that costs);
 - ``batch``: the vendor's batch operator, one task for all inputs (``batch operator not available in this tree``
-  when the package has none).
+  when the package has none);
+- ``blocking``: the same batch operator with ``deferrable=False``: it polls on the worker, holding one slot for
+  the whole batch, and never pays a return from the triggerer (what the deferred batch's ratio costs).
 
 Figures per vendor and mode: makespan (the DAG run's start to end), the lower bound the limits allow and the
 ratio makespan / bound; task starts on workers (each execute and each resume, recorded by the DAG's operators as
@@ -88,7 +90,7 @@ from airflow_provider_runwatch.emulator.server import EmulatorServer  # noqa: E4
 DAG_FILE = Path(__file__).parent / "dags" / "bench_batch_dags.py"
 DEFAULT_JSON = ROOT / "bench-results" / "batch.json"
 VENDORS = ("gumloop", "gloriamundo", "puffle")
-MODES = ("mapped", "batch")
+MODES = ("mapped", "batch", "blocking")
 #: One key per vendor; the Gumloop one is on the Pro plan (the emulator reads the plan from the prefix).
 KEYS = {
     "gumloop": "gl_pro_runwatch_bench_key",
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     for vendor in args.vendors:
         for mode in args.modes:
             case = Case(vendor, mode, args.items)
-            if mode == "batch" and dags.batch_class(vendor) is None:
+            if mode in ("batch", "blocking") and dags.batch_class(vendor) is None:
                 case.status = "skipped"
                 case.note = f"batch operator not available in this tree ({dags.BATCH_CLASSES[vendor]})"
             elif mode == "mapped":

@@ -4,7 +4,8 @@
   with start admission (``start_timeout``) when this tree's operators have it;
 - ``bench_batch_<vendor>_batch``: one batch operator task for every input (defined only when this tree has the
   batch operators: ``GumloopSessionBatchOperator``, ``GloriaMundoWorkflowBatchOperator``,
-  ``PuffleAgentChatBatchOperator``).
+  ``PuffleAgentChatBatchOperator``);
+- ``bench_batch_<vendor>_blocking``: the same with ``deferrable=False`` (it waits on the worker).
 
 Configured by the harness through the environment every Airflow component shares (``BENCH_BATCH_*``). Every
 operator is wrapped so that each start of the task on a worker (``execute``, and each resume) appends one span to
@@ -180,3 +181,5 @@ for _vendor, _args in _BATCH_ARGS.items():
         continue  # this tree has no batch operator for the vendor: the harness says so
     with _dag(f"bench_batch_{_vendor}_batch"):
         instrumented(_batch)(task_id="batch", poll_interval=POLL, retries=0, max_failed=0, **_args)
+    with _dag(f"bench_batch_{_vendor}_blocking"):
+        instrumented(_batch)(task_id="batch", deferrable=False, poll_interval=POLL, retries=0, max_failed=0, **_args)
