@@ -78,6 +78,14 @@ def test_resume_is_coalesced(concurrency: int, waiting: int, ended: int, due: bo
     assert rule.due(ended=ended, still_running=concurrency - ended, now=0.0) is due
 
 
+def test_the_blocking_rule_starts_as_soon_as_one_slot_is_free() -> None:
+    rule = ResumeRule(100, waiting=500, coalesce=False)
+    assert rule.due(ended=0, still_running=100, now=0.0) is False
+    assert rule.due(ended=1, still_running=99, now=0.0) is True
+    assert ResumeRule(100, waiting=500).due(ended=1, still_running=99, now=0.0) is False, "deferred: coalesced"
+    assert ResumeRule(8, waiting=0, coalesce=False).due(ended=7, still_running=1, now=0.0) is False
+
+
 def test_resume_when_all_ended_and_never_while_runs_go_with_nothing_to_start() -> None:
     assert ResumeRule(8, waiting=0).due(ended=7, still_running=1, now=0.0) is False
     assert ResumeRule(8, waiting=0).due(ended=8, still_running=0, now=0.0) is True
@@ -180,6 +188,32 @@ def test_watch_polls_each_run_and_returns_when_the_rule_holds() -> None:
     assert watch.ended[0]["state"] == "succeeded"
     assert set(watch.ended[0]) == {"index", "run_id", "state", "vendor_state", "error"}
     assert polls < 20
+
+
+def test_one_watch_keeps_its_runs_schedule_across_rounds() -> None:
+    """The blocking path's watch: runs started later join it, ended ones leave it, and a run still going keeps
+    its place in the schedule (not polled again at once because others were added)."""
+    now = [0.0]
+    options = WaitOptions(poll_interval=2.0)
+    watch = BatchWatch({}, ResumeRule(2, waiting=2, coalesce=False), lambda: now[0])
+    watch.add(pollers_for([(0, "run_0"), (1, "run_1")], "Puffle", "chat run", options, LOG))
+    assert watch.still_running == 2 and not watch.due()
+    first = watch.take()
+    other = 1 - first
+    now[0] = 1.0
+    watch.polled(first, watch.pollers[first].after_status(status(f"run_{first}", RunState.SUCCEEDED)))
+    assert watch.due()
+    ended = watch.drain()
+    assert [item["run_id"] for item in ended] == [f"run_{first}"]
+    assert sorted(watch.pollers) == [other] and watch.ended == [] and watch.drain() == []
+    scheduled = watch.next_due()
+    assert scheduled is not None and scheduled[1] == other
+    watch.rule = ResumeRule(2, waiting=1, coalesce=False)
+    watch.add(pollers_for([(2, "run_2")], "Puffle", "chat run", options, LOG))
+    assert sorted(watch.pollers) == [other, 2] and not watch.due()
+    due = sorted(watch._queue)
+    assert [index for _, index in due].count(other) == 1, "the run still going is scheduled once"
+    assert all(1.0 <= when <= 3.0 for when, index in due if index == 2), "the new run: within one interval"
 
 
 def test_a_new_try_restarts_only_what_did_not_succeed() -> None:

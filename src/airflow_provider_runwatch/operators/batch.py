@@ -48,7 +48,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_runwatch.core.adapter import RunAdapter
-    from airflow_provider_runwatch.core.batch import BatchItem, BatchPlan
+    from airflow_provider_runwatch.core.batch import BatchItem, BatchPlan, BatchWatch
+    from airflow_provider_runwatch.core.calls import Call
+    from airflow_provider_runwatch.core.models import RunStatus
 
 #: task_state_store keys (Airflow >= 3.3): the batch's header, and one per item.
 BATCH_KEY = "runwatch_batch"
@@ -126,6 +128,9 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             raise ConfigurationError(f"max_consecutive_failures must be >= 1, got {max_consecutive_failures}")
         self.max_consecutive_failures = max_consecutive_failures
         self._plan: BatchPlan | None = None
+        #: The blocking path's watch over every running item, and each one's status call.
+        self._watch: BatchWatch | None = None
+        self._calls: dict[int, Call[RunStatus]] = {}
         self._answers: dict[int, Any] = {}
         self._chunks = 0
         self._generation = 0
@@ -226,6 +231,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
         self, context: Context, plan: BatchPlan, inputs: list[Any], deadline: float | None, ended: list[BatchItem]
     ) -> Any:
         self._plan = plan
+        self._watch, self._calls = None, {}  # a new watch per call (an operator object may run twice in tests)
         while True:
             self._collect(context, plan, ended)
             if deadline is not None and time.time() >= deadline:
@@ -276,18 +282,23 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
         self.defer(trigger=trigger, method_name="execute_complete")
 
     def _wait_blocking(self, plan: BatchPlan, deadline: float | None) -> list[dict[str, Any]]:
-        """The ``deferrable=False`` wait: the trigger's schedule and rule, polling on the worker."""
+        """The ``deferrable=False`` wait: the trigger's schedule, polling on the worker, until a slot is free.
+
+        One :class:`~airflow_provider_runwatch.core.batch.BatchWatch` serves the whole batch (the runs started
+        since the last round join it), and its rule does not coalesce: starting more costs nothing here."""
         from airflow_provider_runwatch.core.batch import BatchWatch, pollers_for, status_calls
         from airflow_provider_runwatch.core.polling import WaitOptions
         from airflow_provider_runwatch.core.retry import NO_RETRY
 
         hook, adapter = self.hook, self.adapter
-        runs = plan.running_refs()
+        if self._watch is None:
+            self._watch = BatchWatch({}, plan.resume_rule(coalesce=False), time.time)
+        watch = self._watch
+        new = [ref for ref in plan.running_refs() if ref[0] not in watch.pollers]
         options = WaitOptions(self.poll_interval, deadline, self.max_consecutive_failures)
-        watch = BatchWatch(
-            pollers_for(runs, self.vendor_name, adapter.noun, options, self.log), plan.resume_rule(), time.time
-        )
-        calls = status_calls(adapter, hook.settings, runs)
+        watch.add(pollers_for(new, self.vendor_name, adapter.noun, options, self.log))
+        self._calls.update(status_calls(adapter, hook.settings, new))
+        watch.rule = plan.resume_rule(coalesce=False)
         while not watch.due():
             wake = watch.wake_at()
             nxt = watch.next_due()
@@ -302,11 +313,14 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
                 watch.polled(index, timed_out)
                 continue
             try:
-                outcome = poller.after_status(hook.call(calls[index], retry=NO_RETRY, within=poller.time_left()))
+                outcome = poller.after_status(hook.call(self._calls[index], retry=NO_RETRY, within=poller.time_left()))
             except Exception as exc:
                 outcome = poller.after_error(exc)
             watch.polled(index, outcome)
-        return watch.ended
+        ended = watch.drain()
+        for item in ended:
+            self._calls.pop(int(item["index"]), None)
+        return ended
 
     # -- starting -------------------------------------------------------------------------------------
     def _start_more(self, context: Context, plan: BatchPlan, inputs: list[Any], deadline: float | None) -> None:
