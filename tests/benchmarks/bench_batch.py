@@ -45,10 +45,10 @@ scheduler log, so they are not mistaken for provider failures.
 Cost, measured on a 2-core box shared with other work (load average near 10): the deployment comes up in 70-85 s;
 ``--items 20 --speed 3 --gumloop-limit 5 --modes mapped,batch`` (batch skipped: not in this tree) took 5.5 minutes
 in all. A task start on a worker cost 3.5-7.5 slot seconds there, so a mapped case of N items needs about
-2N x 5 / ``--parallelism`` seconds of worker slots whatever its bound. The default run (500 items, three vendors,
-two modes, speed 3) was not run: its bounds are 400 s (Gumloop), 1000 s (GloriaMundo) and about 670 s (Puffle) per
-mode, and its 1,500 mapped tasks need some 3,000 task starts, so expect two hours or more on 2 cores;
-``--items 100`` keeps it near half an hour.
+2N x 5 / ``--parallelism`` seconds of worker slots whatever its bound. At 500 items (docs/batches.md has the
+table) one case took 8-30 minutes at speed 3 (Gumloop batch 10, GloriaMundo batch 30, Gumloop mapped 23) and
+21-25 at speed 1 (Gumloop); the whole default run (three vendors, three modes) would take two hours or more on 2
+cores; ``--items 100`` keeps it near half an hour.
 """
 
 from __future__ import annotations
