@@ -293,6 +293,31 @@ def test_over_max_failed_the_task_fails_after_every_item_ran(secret_connections:
     assert SECRET_KEY not in message
 
 
+@pytest.mark.parametrize(("every", "few"), [(30.0, True), (0.0, False)])
+def test_blocking_progress_lines_are_throttled(
+    secret_connections: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    every: float,
+    few: bool,
+) -> None:
+    """deferrable=False ends a round per ended run: one progress line per BLOCKING_PROGRESS_EVERY, not per run."""
+    from airflow_provider_runwatch.operators import batch
+
+    monkeypatch.setattr(batch, "BLOCKING_PROGRESS_EVERY", every)
+    messages = [f"item {i} [emulator: polls={i % 3}]" for i in range(6)]
+    op = PuffleAgentChatBatchOperator(
+        task_id="p", messages=messages, max_concurrency=2, deferrable=False, poll_interval=0.2
+    )
+    answers, _ = run_blocking(op)
+    assert all(f"item {i}" in answers[i] for i in range(6)), answers
+    lines = [line for line in capsys.readouterr().out.splitlines() if "Puffle batch: 6 items:" in line]
+    if few:
+        assert len(lines) == 1, lines  # the whole batch took well under 30 s
+    else:
+        assert len(lines) >= 3, lines  # 6 items, 2 at a time: at least 3 rounds, each with its line
+
+
 def test_bad_inputs_are_refused_before_anything_starts(secret_connections: dict[str, str]) -> None:
     op = PuffleAgentChatBatchOperator(task_id="p", messages=["fine", ""], deferrable=False)
     with pytest.raises(Exception, match=r"messages\[1\] must be a non-empty string"):

@@ -58,6 +58,8 @@ ITEM_KEY = "runwatch_batch_item_{index}"
 #: The XCom holding the plan between deferrals, and the prefix of the answer XComs.
 PLAN_XCOM = "batch"
 ANSWERS_XCOM = "answers_{chunk}"
+#: With ``deferrable=False``, at most one progress line per this many seconds (a blocking round ends per run).
+BLOCKING_PROGRESS_EVERY = 30.0
 
 
 class RunBatchOperator(RunTaskMixin, BaseOperator):
@@ -232,6 +234,7 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
     ) -> Any:
         self._plan = plan
         self._watch, self._calls = None, {}  # a new watch per call (an operator object may run twice in tests)
+        described = -BLOCKING_PROGRESS_EVERY
         while True:
             self._collect(context, plan, ended)
             if deadline is not None and time.time() >= deadline:
@@ -239,7 +242,11 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
             self._start_more(context, plan, inputs, deadline)
             if plan.done:
                 return self._conclude(context, plan)
-            self.log.info("%s batch: %s", self.vendor_name, plan.describe())
+            if self.deferrable or time.monotonic() - described >= BLOCKING_PROGRESS_EVERY:
+                # Deferred, a line per round; blocking, a round ends with every run that ends (no coalescing),
+                # so a line per round would be a line per run: one every BLOCKING_PROGRESS_EVERY seconds instead.
+                self.log.info("%s batch: %s", self.vendor_name, plan.describe())
+                described = time.monotonic()
             if self.deferrable:
                 self._defer(context, plan, deadline)
             ended = plan.apply_events(self._wait_blocking(plan, deadline))
@@ -291,14 +298,15 @@ class RunBatchOperator(RunTaskMixin, BaseOperator):
         from airflow_provider_runwatch.core.retry import NO_RETRY
 
         hook, adapter = self.hook, self.adapter
+        rule = plan.resume_rule(coalesce=False)
         if self._watch is None:
-            self._watch = BatchWatch({}, plan.resume_rule(coalesce=False), time.time)
+            self._watch = BatchWatch({}, rule, time.time)
         watch = self._watch
+        watch.rule = rule
         new = [ref for ref in plan.running_refs() if ref[0] not in watch.pollers]
         options = WaitOptions(self.poll_interval, deadline, self.max_consecutive_failures)
         watch.add(pollers_for(new, self.vendor_name, adapter.noun, options, self.log))
         self._calls.update(status_calls(adapter, hook.settings, new))
-        watch.rule = plan.resume_rule(coalesce=False)
         while not watch.due():
             wake = watch.wake_at()
             nxt = watch.next_due()
