@@ -58,6 +58,8 @@ class Server:
     connections: int = 0
     delay: float = 0.0
     close_after: bool = False
+    #: Write the answer's head, then its body this many seconds later (as uvicorn writes them apart).
+    split: float = 0.0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -75,6 +77,12 @@ class Server:
                     await asyncio.sleep(self.delay)
                 if answer is None:
                     break
+                if self.split:
+                    head_end = answer.index(b"\r\n\r\n") + 4
+                    writer.write(answer[:head_end])
+                    await writer.drain()
+                    await asyncio.sleep(self.split)
+                    answer = answer[head_end:]
                 writer.write(answer)
                 await writer.drain()
                 if self.close_after:
@@ -268,6 +276,41 @@ async def test_read_timeout_and_connect_error() -> None:
         with pytest.raises(TransportError, match="ConnectError") as info:
             await client.send(GET)
         assert info.value.reached_server is False
+
+
+@pytest.mark.parametrize(("small", "streamed"), [(lean.SMALL_BODY_BYTES, 0), (10, 3)])
+async def test_a_small_body_that_follows_its_head_still_comes_back_whole(
+    monkeypatch: pytest.MonkeyPatch, small: int, streamed: int
+) -> None:
+    """A head read alone is followed by a small body in the same exchange: no streaming response for a poll.
+    (With the limit below the body's size, each of the three polls takes the streamed path instead.)"""
+    monkeypatch.setattr(lean, "SMALL_BODY_BYTES", small)
+    reads: list[int] = []
+    original = AsyncApiClient._read
+
+    async def counted(self: AsyncApiClient, request: ApiRequest, response: httpx.Response) -> object:
+        reads.append(response.status_code)
+        return await original(self, request, response)
+
+    monkeypatch.setattr(AsyncApiClient, "_read", counted)
+    async with serve(lambda request, n: ok()) as server:
+        server.split = 0.05
+        async with client_for(server) as client:
+            for _ in range(3):
+                assert await client.send(GET) == {"runId": "run_1", "status": "running"}
+        assert server.connections == 1
+    assert len(reads) == streamed
+
+
+async def test_a_body_that_never_follows_its_head_times_out_and_the_connection_is_not_reused() -> None:
+    async with serve(lambda request, n: ok()) as server:
+        server.split = 2.0
+        async with client_for(server, timeout=httpx.Timeout(5.0, read=0.2)) as client:
+            with pytest.raises(TransportError, match="ReadTimeout"):
+                await client.send(GET)
+            server.split = 0.0
+            assert (await client.send(GET))["status"] == "running"
+        assert server.connections == 2, "the connection left mid-body was dropped, not reused"
 
 
 async def test_pool_limit_queues_then_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
