@@ -104,11 +104,21 @@ def _kill_all(processes: list[psutil.Process]) -> None:
 
 
 def sweep(home: Path) -> None:
-    """SIGKILL whatever still runs with this deployment's AIRFLOW_HOME (an orphan of a killed component)."""
+    """SIGKILL whatever still runs with this deployment's AIRFLOW_HOME or in its directory (an orphan of a
+    killed component).
+
+    The directory too: a task supervisor that a Celery worker started in a session of its own outlived a
+    SIGTERM'd run of the suite, and its environment could not be read (setproctitle writes the process title
+    over the memory ``/proc/<pid>/environ`` shows, so ``AIRFLOW_HOME`` was not found there); its working
+    directory, inherited from the component spawned in ``home``, still said where it came from."""
+    root = str(home)
     leftovers = []
     for process in psutil.process_iter():
+        if process.pid == os.getpid():
+            continue
         with contextlib.suppress(psutil.Error):
-            if process.pid != os.getpid() and process.environ().get("AIRFLOW_HOME") == str(home):
+            cwd = process.cwd()
+            if cwd == root or cwd.startswith(root + os.sep) or process.environ().get("AIRFLOW_HOME") == root:
                 leftovers.append(process)
     _kill_all(leftovers)
 
