@@ -253,17 +253,23 @@ class Deployment:
                 for ti in r.json()["task_instances"]
             }
 
-    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        """The DAG run's record. A 5xx (the API server's database session lost under a burst of task starts)
-        is asked again for up to a minute: a read is idempotent, and a drill must not fail on it."""
+    def read(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """GET ``path`` from the REST API. A 5xx is asked again for up to a minute: a read is idempotent, and a
+        drill must not fail on the API server's transient errors (its database session lost under a burst of
+        task starts; Airflow 3.3.2's asset-event listing answering 500 while a DAG run an event created has no
+        start date yet: ``created_dagruns.0.start_date`` fails its response model)."""
         deadline = time.monotonic() + 60
         with self.api() as c:
             while True:
-                r = c.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+                r = c.get(path, params=params)
                 if r.status_code < 500 or time.monotonic() > deadline:
                     r.raise_for_status()
                     return dict(r.json())
                 time.sleep(1)
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """The DAG run's record (:meth:`read`)."""
+        return self.read(f"/dags/{dag_id}/dagRuns/{run_id}")
 
     def wait_for(
         self, dag_id: str, run_id: str, *, timeout: float = 120, states: tuple[str, ...] = ("success", "failed")
@@ -291,13 +297,8 @@ class Deployment:
             time.sleep(0.5)
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
-        with self.api() as c:
-            r = c.get(
-                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
-                params={"deserialize": True, "map_index": map_index},
-            )
-            r.raise_for_status()
-            return r.json()["value"]
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        return self.read(path, {"deserialize": True, "map_index": map_index})["value"]
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
         """The task's log as the UI shows it (worker and triggerer parts), one line per event."""

@@ -76,10 +76,7 @@ def job_scheduling(deployment: Deployment, request: pytest.FixtureRequest) -> It
 def _runs(dep: Deployment) -> list[dict[str, Any]]:
     """The DAG's runs; a finished one with the sessions its task read from ``triggering_asset_events`` (and
     fetched the answers of) as ``rows``, and their ids as ``session_ids``."""
-    with dep.api() as c:
-        r = c.get(f"/dags/{DAG_ID}/dagRuns", params={"limit": 100})
-        r.raise_for_status()
-        runs = r.json()["dag_runs"]
+    runs = dep.read(f"/dags/{DAG_ID}/dagRuns", {"limit": 100})["dag_runs"]
     for run in runs:
         run["rows"] = dep.xcom(DAG_ID, run["dag_run_id"], "answers") if run["state"] == "success" else []
         run["session_ids"] = [row["session_id"] for row in run["rows"]]
@@ -89,11 +86,8 @@ def _runs(dep: Deployment) -> list[dict[str, Any]]:
 def _asset_events(dep: Deployment) -> dict[str, int]:
     """Session id -> how many asset events the watcher's payloads carry for it, sessions of :data:`AGENT` only
     (Airflow's record of what the triggerer fired)."""
-    with dep.api() as c:
-        r = c.get("/assets/events", params={"limit": 200})
-        r.raise_for_status()
     counts: dict[str, int] = {}
-    for event in r.json()["asset_events"]:
+    for event in dep.read("/assets/events", {"limit": 200})["asset_events"]:
         payload = (event.get("extra") or {}).get("payload") or {}
         if payload.get("agent_id") == AGENT and payload.get("session_id"):
             counts[payload["session_id"]] = counts.get(payload["session_id"], 0) + 1
