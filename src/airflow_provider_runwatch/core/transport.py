@@ -494,6 +494,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     if conn.error is not None:
                         raise conn.error
                     await conn.wait(read_timeout, deadline)
+                if conn.state is Exchange.BODY and _small_body(conn.headers):
+                    # The head came alone (uvicorn writes head and body apart: 8-24 % of loopback polls read the
+                    # head first). A body this small is waited for here, under the same read timeout and deadline
+                    # the streamed read would have, so the poll still gets a WholeAnswer, not a streaming Response.
+                    while conn.state is Exchange.BODY:
+                        if conn.error is not None:
+                            raise conn.error
+                        await conn.wait(read_timeout, deadline)
             except _Stale:
                 pool.release(conn, reusable=False)
                 if attempt == 1 and prepared.resendable:
@@ -504,19 +512,6 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 pool.release(conn, reusable=False)
                 raise
             break
-        if conn.state is Exchange.BODY and _small_body(conn.headers):
-            # The head came alone (uvicorn writes head and body apart: 8-24 % of loopback polls read the head
-            # first). A body this small is waited for here, under the same read timeout and deadline the
-            # streamed read would have, so the poll still gets a WholeAnswer instead of a streaming Response.
-            try:
-                while conn.state is Exchange.BODY:
-                    if conn.error is not None:
-                        raise conn.error
-                    await conn.wait(read_timeout, deadline)
-            except BaseException:
-                conn.abort()
-                pool.release(conn, reusable=False)
-                raise
         if conn.state is Exchange.COMPLETE and not _encoded(conn.headers):
             body = conn.take()
             pool.release(conn, reusable=conn.keep_alive)
