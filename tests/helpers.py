@@ -3,7 +3,6 @@ saw of a run."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import threading
@@ -17,6 +16,7 @@ import httpx
 
 from airflow_provider_runwatch.core.retry import NO_RETRY as NO_RETRY  # one place for the tests too
 from airflow_provider_runwatch.core.retry import RetryPolicy
+from tests.replay import rehydrate as rehydrate  # the benchmarks import it without this module
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -28,26 +28,6 @@ if TYPE_CHECKING:
 
 #: Retries that take milliseconds, not seconds: what the hook tests use so a retried call stays quick.
 FAST = RetryPolicy(max_attempts=3, base_delay=0.05, max_delay=0.1)
-
-
-def rehydrate(trigger: Any) -> Any:
-    """Serialize a trigger, encrypt/decrypt its kwargs and rebuild it exactly as a triggerer does after a
-    restart; a trigger that survives this survives a triggerer restart."""
-    from airflow.models.trigger import Trigger
-
-    try:
-        from airflow.serialization.decoders import smart_decode_trigger_kwargs
-    except ImportError:  # Airflow < 3.2 (mypy checks against the newest Airflow, where the old home is gone)
-        from airflow.serialization.serialized_objects import (  # type: ignore[attr-defined,no-redef,unused-ignore]
-            smart_decode_trigger_kwargs,
-        )
-
-    classpath, kwargs = trigger.serialize()
-    decrypted = Trigger._decrypt_kwargs(Trigger.encrypt_kwargs(kwargs))
-    decode: Callable[[Any], Any] = smart_decode_trigger_kwargs  # Airflow leaves it unannotated
-    decoded = {key: decode(value) for key, value in decrypted.items()}
-    module, _, name = classpath.rpartition(".")
-    return getattr(importlib.import_module(module), name)(**decoded)
 
 
 async def first_event(trigger: Any) -> dict[str, Any]:

@@ -432,7 +432,7 @@ class Ours:
             "deadline": time.time() + 3600,
             **self.vendor.trigger_kwargs(run_id),
         }
-        from tests.helpers import rehydrate  # exactly what the triggerer does after a restart
+        from tests.replay import rehydrate  # exactly what the triggerer does after a restart
 
         return rehydrate(self.trigger_class(**kwargs))
 
@@ -453,7 +453,7 @@ async def prime(ours: Ours, run_id: str) -> None:
     process's first trigger (the triggerer's own modules that rebuilding loads, such as its ORM models; lazy
     imports, validators, the shared transport) are not counted as per-trigger memory. A triggerer has paid
     them before its first trigger runs."""
-    from tests.helpers import rehydrate
+    from tests.replay import rehydrate
 
     trigger = rehydrate(ours.trigger_class(conn_id=ours.vendor.conn_id, run_id=run_id, poll_interval=0.05))
     task = asyncio.ensure_future(anext(trigger.run()))
