@@ -192,6 +192,19 @@ class TestClientsWithMockTransport:
             client.send(POST)
         assert calls.count("POST") == 1
 
+    def test_retry_line_counts_against_the_policy_in_force(self, caplog: pytest.LogCaptureFixture) -> None:
+        """A call's own retry policy (a cancel's, say) is the one its retry lines count against, not the
+        client's default."""
+
+        def busy(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(503, text="busy")
+
+        client = _client_with(httpx.MockTransport(busy))  # default policy: 4 attempts
+        with caplog.at_level("WARNING"), pytest.raises(ServerError):
+            client.send(GET, retry=RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02))
+        retries = [r.getMessage() for r in caplog.records if "; retry " in r.getMessage()]
+        assert len(retries) == 1 and retries[0].endswith(tuple(f"; retry 1/1 in {d:.1f}s" for d in (0.0, 0.1))), retries
+
     def test_none_params_are_dropped(self) -> None:
         seen: list[str] = []
 

@@ -232,8 +232,10 @@ class _ClientBase:
             detail=f"no slot of this key's '{request.bucket}' rate budget within the request's time limit ({total:g}s)",
         )
 
-    def _report_throttle(self, request: ApiRequest, error: VendorAPIError) -> None:
-        """Every attempt's 429 on a budgeted request reaches the key's budget (an adaptive one slows down)."""
+    def _retry_delay(self, request: ApiRequest, error: VendorAPIError, policy: RetryPolicy, attempt: int) -> float:
+        """What follows a failed attempt, the same for both clients: its 429 reaches the key's budget (an adaptive
+        one slows down), then either the error is raised (no retry left, or not transient) or the retry is logged
+        and its delay returned, for the caller to sleep its own way."""
         options = self.options
         if (
             isinstance(error, RateLimitedError)
@@ -242,9 +244,11 @@ class _ClientBase:
             and (options.throttles_key is None or options.throttles_key(error))
         ):
             options.limiter.throttled(request.bucket, error.retry_after)
-
-    def _log_retry(self, request: ApiRequest, error: VendorAPIError, delay: float, attempt: int) -> None:
-        log.warning("%s; retry %d/%d in %.1fs", error.describe(), attempt, self.options.retry.max_attempts - 1, delay)
+        if not policy.should_retry(request, error, attempt):
+            raise error
+        delay = policy.delay_for(error, attempt)
+        log.warning("%s; retry %d/%d in %.1fs", error.describe(), attempt, policy.max_attempts - 1, delay)
+        return delay
 
 
 class ApiClient(_ClientBase):
@@ -277,13 +281,8 @@ class ApiClient(_ClientBase):
             try:
                 return self._send_once(request, self.options.total_for(within))
             except VendorAPIError as error:
-                self._report_throttle(request, error)
-                if not policy.should_retry(request, error, attempt):
-                    raise
-                delay = policy.delay_for(error, attempt)
-                self._log_retry(request, error, delay, attempt)
-                time.sleep(delay)
-                attempt += 1
+                time.sleep(self._retry_delay(request, error, policy, attempt))
+            attempt += 1
 
     def _send_once(self, request: ApiRequest, total: float) -> Any:
         ends = time.monotonic() + total
@@ -404,13 +403,8 @@ class AsyncApiClient(_ClientBase):
             try:
                 return await self._send_once(request, self.options.total_for(within))
             except VendorAPIError as error:
-                self._report_throttle(request, error)
-                if not policy.should_retry(request, error, attempt):
-                    raise
-                delay = policy.delay_for(error, attempt)
-                self._log_retry(request, error, delay, attempt)
-                await asyncio.sleep(delay)
-                attempt += 1
+                await asyncio.sleep(self._retry_delay(request, error, policy, attempt))
+            attempt += 1
 
     async def _send_once(self, request: ApiRequest, total: float) -> Any:
         loop = asyncio.get_running_loop()
