@@ -166,6 +166,11 @@ class RunTaskMixin:
             return None
         return min(EXECUTION_TIMEOUT_MARGIN, self.execution_timeout.total_seconds() * EXECUTION_TIMEOUT_MARGIN_SHARE)
 
+    def trigger_kwargs(self) -> dict[str, Any]:
+        """What this task's trigger takes besides the kwargs every trigger takes: a vendor's own (Gumloop's
+        per-task user/project override, say). None of it may be a secret: trigger kwargs are stored."""
+        return {}
+
     def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
         trigger_class: type[RunTrigger] = import_attribute(self.trigger_class_path)
         return trigger_class(
@@ -176,6 +181,7 @@ class RunTaskMixin:
             max_consecutive_failures=self.max_consecutive_failures,
             stop_on_paused=stop_on_paused,
             cancel_on_kill=self.cancel_on_kill,
+            **self.trigger_kwargs(),
         )
 
     def wait_blocking(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunEvent:

@@ -31,7 +31,7 @@ from airflow_provider_runwatch.operators.gumloop_shared import (
     check_approval_mode,
     handle_paused,
     interaction_adapter,
-    interaction_trigger,
+    interaction_trigger_kwargs,
 )
 from airflow_provider_runwatch.vendors.gumloop_limits import DEFAULT_POLL_INTERVAL, check_poll_interval
 
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from airflow_provider_runwatch.core.adapter import RunAdapter, RunResult
     from airflow_provider_runwatch.core.models import RunEvent
     from airflow_provider_runwatch.hooks.gumloop import GumloopHook
-    from airflow_provider_runwatch.triggers.base import RunTrigger
 
 #: task_state_store keys of the session operator (Airflow >= 3.3).
 GENERATION_KEY = "runwatch_gumloop_session_generation"
@@ -101,8 +100,8 @@ class GumloopAgentOperator(RunOperator):
     def adapter(self) -> RunAdapter:
         return interaction_adapter(self)
 
-    def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
-        return interaction_trigger(self, run_id, deadline, stop_on_paused)
+    def trigger_kwargs(self) -> dict[str, Any]:
+        return interaction_trigger_kwargs(self)
 
     def start_run(self, context: Context) -> StartedRun:
         from airflow_provider_runwatch.core.errors import ConflictError

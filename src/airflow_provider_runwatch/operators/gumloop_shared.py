@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from airflow_provider_runwatch.core.adapter import RunAdapter, RunResult
     from airflow_provider_runwatch.core.models import RunEvent
     from airflow_provider_runwatch.hooks.base import RunwatchHook
-    from airflow_provider_runwatch.triggers.base import RunTrigger
 
 HOOK = "airflow_provider_runwatch.hooks.gumloop.GumloopHook"
 APPROVAL_MODES = ("fail", "wait", "succeed", "airflow")
@@ -35,9 +34,6 @@ class GumloopTask(Protocol):
     """What the shared helpers need of a Gumloop operator or sensor (both are ``RunTaskMixin`` tasks)."""
 
     log: Any
-    poll_interval: float
-    max_consecutive_failures: int
-    cancel_on_kill: bool
 
     @property
     def hook(self) -> RunwatchHook: ...
@@ -61,20 +57,9 @@ def interaction_adapter(task: InteractionTask) -> RunAdapter:
     return bound
 
 
-def interaction_trigger(task: InteractionTask, run_id: str, deadline: float | None, stop_on_paused: bool) -> RunTrigger:
-    trigger_class = import_attribute("airflow_provider_runwatch.triggers.gumloop.GumloopAgentTrigger")
-    trigger: RunTrigger = trigger_class(
-        conn_id=task.hook.conn_id,
-        run_id=run_id,
-        poll_interval=task.poll_interval,
-        deadline=deadline,
-        max_consecutive_failures=task.max_consecutive_failures,
-        stop_on_paused=stop_on_paused,
-        cancel_on_kill=task.cancel_on_kill,
-        user_id=task.user_id or None,
-        project_id=task.project_id or None,
-    )
-    return trigger
+def interaction_trigger_kwargs(task: InteractionTask) -> dict[str, Any]:
+    """The task's user/project override, for its trigger's kwargs (``RunTaskMixin.trigger_kwargs``)."""
+    return {"user_id": task.user_id or None, "project_id": task.project_id or None}
 
 
 # -- sessions: approvals ------------------------------------------------------------------------------------------

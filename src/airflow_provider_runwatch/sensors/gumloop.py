@@ -15,7 +15,7 @@ from airflow_provider_runwatch.operators.gumloop_shared import (
     check_approval_mode,
     handle_paused,
     interaction_adapter,
-    interaction_trigger,
+    interaction_trigger_kwargs,
 )
 from airflow_provider_runwatch.sensors.base import RunSensor
 from airflow_provider_runwatch.vendors.gumloop_limits import DEFAULT_POLL_INTERVAL, check_poll_interval
@@ -80,8 +80,8 @@ class GumloopAgentSensor(_GumloopSensor):
     def adapter(self) -> RunAdapter:
         return interaction_adapter(self)
 
-    def make_trigger(self, run_id: str, deadline: float | None, *, stop_on_paused: bool = True) -> RunTrigger:
-        return interaction_trigger(self, run_id, deadline, stop_on_paused)
+    def trigger_kwargs(self) -> dict[str, Any]:
+        return interaction_trigger_kwargs(self)
 
 
 class GumloopSessionSensor(AirflowApprovalsMixin, _GumloopSensor):
