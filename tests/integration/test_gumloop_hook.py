@@ -299,6 +299,28 @@ def test_listing_pages_with_filters(secret_connections: dict[str, str], runwatch
         hook.list_sessions("agent_listing", cursor="bogus")
 
 
+@pytest.mark.anyio
+async def test_listing_refuses_an_unknown_filter_before_sending(
+    secret_connections: dict[str, str], runwatch_emulator: EmulatorServer
+) -> None:
+    """The filters are keyword arguments of one shape for the three listings: a misspelt one is named, with the
+    right ones, before any request (it would otherwise be dropped silently and list every session)."""
+    hook = GumloopHook(retry=NO_RETRY)
+    runwatch_emulator.clear_requests()
+    expected = r"unknown filter\(s\) serach; the filters are page_size, search, sort_order"
+    with pytest.raises(ConfigurationError, match=expected):
+        hook.list_sessions("agent_listing", serach="churn")  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match=expected):
+        hook.iter_sessions("agent_listing", serach="churn")  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError, match=expected):
+        [s async for s in hook.aiter_sessions("agent_listing", serach="churn")]  # type: ignore[call-arg]
+    assert runwatch_emulator.requests(path_prefix="/api/v1/agents/") == []
+    # The same filter spelt right is sent, and only it.
+    hook.list_sessions("agent_listing", search="churn")
+    (sent,) = runwatch_emulator.requests(path_prefix="/api/v1/agents/agent_listing/sessions")
+    assert sent["query"] == {"search": "churn"}
+
+
 def created_at(session: GumloopSession) -> datetime:
     """When a listed session was created (the emulator gives every session a creation time)."""
     assert session.created_at is not None

@@ -11,7 +11,7 @@ default ``max_concurrency``. The connection form shows each of them (``provider_
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from airflow_provider_runwatch.core.checks import optional_whole_number
 from airflow_provider_runwatch.core.errors import ConfigurationError, NotFoundError
@@ -27,6 +27,7 @@ from airflow_provider_runwatch.vendors.gumloop import (
     GumloopSession,
     GumloopSessionEnvelope,
     GumloopSessionPage,
+    SessionFilters,
 )
 
 if TYPE_CHECKING:
@@ -143,90 +144,38 @@ class GumloopHook(RunwatchHook):
         settings: ConnectionSettings,
         agent_id: str,
         *,
-        page_size: int | None = None,
         cursor: str | None = None,
-        search: str | None = None,
-        sort_order: str | None = None,
-        type: str | None = None,
-        state: str | None = None,
-        creator_user_id: str | None = None,
-        trigger_id: str | None = None,
+        **filters: Unpack[SessionFilters],
     ) -> Call[GumloopSessionPage]:
-        """One page of an agent's sessions; pass the page's ``next_cursor`` back for the next one."""
-        return gumloop.list_sessions(
-            settings,
-            agent_id,
-            page_size=page_size,
-            cursor=cursor,
-            search=search,
-            sort_order=sort_order,
-            type=type,
-            state=state,
-            creator_user_id=creator_user_id,
-            trigger_id=trigger_id,
-        )
+        """One page of an agent's sessions; pass the page's ``next_cursor`` back for the next one. The filters
+        (``page_size``, ``search``, ``sort_order``, ``type``, ``state``, ``creator_user_id``, ``trigger_id``)
+        are :class:`~airflow_provider_runwatch.vendors.gumloop.SessionFilters`."""
+        return gumloop.list_sessions(settings, agent_id, cursor=cursor, **filters)
 
     list_sessions, alist_sessions = twins(_list_sessions)
 
     def iter_sessions(
-        self,
-        agent_id: str,
-        *,
-        page_size: int | None = None,
-        search: str | None = None,
-        sort_order: str | None = None,
-        type: str | None = None,
-        state: str | None = None,
-        creator_user_id: str | None = None,
-        trigger_id: str | None = None,
-        max_sessions: int | None = None,
+        self, agent_id: str, *, max_sessions: int | None = None, **filters: Unpack[SessionFilters]
     ) -> Iterator[GumloopSession]:
-        """Every session matching the filters, lazily: a page is fetched only when the previous one is used
-        up, and paging stops at ``max_sessions`` (or when Gumloop returns no ``next_cursor``)."""
+        """Every session matching the filters (those of :meth:`list_sessions`), lazily: a page is fetched only
+        when the previous one is used up, and paging stops at ``max_sessions`` (or when Gumloop returns no
+        ``next_cursor``)."""
         limit = _limit(max_sessions)
-        filters: dict[str, Any] = {
-            "page_size": page_size,
-            "search": search,
-            "sort_order": sort_order,
-            "type": type,
-            "state": state,
-            "creator_user_id": creator_user_id,
-            "trigger_id": trigger_id,
-        }
         # Build the first call now, so bad filters fail before iteration starts.
         gumloop.list_sessions(self.settings, agent_id, **filters)
         return self._iter_sessions(agent_id, filters, limit)
 
-    def _iter_sessions(self, agent_id: str, filters: dict[str, Any], limit: int | None) -> Iterator[GumloopSession]:
+    def _iter_sessions(self, agent_id: str, filters: SessionFilters, limit: int | None) -> Iterator[GumloopSession]:
         paging = _Paging(limit)
         while paging.cursor is not _Paging.DONE:
             page = self.call(gumloop.list_sessions(self.settings, agent_id, cursor=paging.cursor, **filters))
             yield from paging.take(page)
 
     async def aiter_sessions(
-        self,
-        agent_id: str,
-        *,
-        page_size: int | None = None,
-        search: str | None = None,
-        sort_order: str | None = None,
-        type: str | None = None,
-        state: str | None = None,
-        creator_user_id: str | None = None,
-        trigger_id: str | None = None,
-        max_sessions: int | None = None,
+        self, agent_id: str, *, max_sessions: int | None = None, **filters: Unpack[SessionFilters]
     ) -> AsyncIterator[GumloopSession]:
         """Asyncio twin of :meth:`iter_sessions`, on one client for the whole iteration."""
         limit = _limit(max_sessions)
-        filters: dict[str, Any] = {
-            "page_size": page_size,
-            "search": search,
-            "sort_order": sort_order,
-            "type": type,
-            "state": state,
-            "creator_user_id": creator_user_id,
-            "trigger_id": trigger_id,
-        }
         settings = await self.aget_settings()
         gumloop.list_sessions(settings, agent_id, **filters)
         paging = _Paging(limit)

@@ -22,7 +22,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict, Unpack
 from urllib.parse import quote
 
 from pydantic import BeforeValidator, Field
@@ -478,35 +478,45 @@ def submit_approvals(
     )
 
 
+class SessionFilters(TypedDict, total=False):
+    """The filters of ``GET /agents/{agent_id}/sessions``, as keyword arguments of the hook's ``list_sessions``,
+    ``iter_sessions`` and ``aiter_sessions``: one definition, so the three cannot drift apart. ``None`` (and
+    blank) filters are left out of the request."""
+
+    #: Sessions per page, 1-100.
+    page_size: int | None
+    #: Free-text search over the sessions.
+    search: str | None
+    #: ``"newest"`` or ``"oldest"``.
+    sort_order: str | None
+    type: str | None
+    state: str | None
+    creator_user_id: str | None
+    trigger_id: str | None
+
+
+_TEXT_FILTERS = ("search", "sort_order", "type", "state", "creator_user_id", "trigger_id")
+
+
 def list_sessions(
-    settings: ConnectionSettings,
-    agent_id: str,
-    *,
-    page_size: int | None = None,
-    cursor: str | None = None,
-    search: str | None = None,
-    sort_order: str | None = None,
-    type: str | None = None,
-    state: str | None = None,
-    creator_user_id: str | None = None,
-    trigger_id: str | None = None,
+    settings: ConnectionSettings, agent_id: str, *, cursor: str | None = None, **filters: Unpack[SessionFilters]
 ) -> Call[GumloopSessionPage]:
     """One page of ``GET /agents/{agent_id}/sessions``. ``None`` (and blank) filters are dropped entirely:
     the backend treats ``?x=`` differently from no ``x``."""
+    unknown = sorted(set(filters) - SessionFilters.__optional_keys__)
+    if unknown:
+        raise ConfigurationError(
+            f"Gumloop session listing got unknown filter(s) {', '.join(unknown)}; "
+            f"the filters are page_size, {', '.join(_TEXT_FILTERS)}"
+        )
+    page_size = filters.get("page_size")
     if page_size is not None:
         page_size = whole_number(page_size, "Gumloop page_size", maximum=MAX_PAGE_SIZE)
-    if _text(sort_order) is not None and _text(sort_order) not in SORT_ORDERS:
-        raise ConfigurationError(f"Gumloop sort_order must be 'newest' or 'oldest', got {sort_order!r}")
-    params = {
-        "page_size": page_size,
-        "cursor": _text(cursor),
-        "search": _text(search),
-        "sort_order": _text(sort_order),
-        "type": _text(type),
-        "state": _text(state),
-        "creator_user_id": _text(creator_user_id),
-        "trigger_id": _text(trigger_id),
-    }
+    sort_order = _text(filters.get("sort_order"))
+    if sort_order is not None and sort_order not in SORT_ORDERS:
+        raise ConfigurationError(f"Gumloop sort_order must be 'newest' or 'oldest', got {filters.get('sort_order')!r}")
+    params: dict[str, Any] = {"page_size": page_size, "cursor": _text(cursor)}
+    params.update((name, _text(filters.get(name))) for name in _TEXT_FILTERS)
     path = f"/agents/{_path_id(agent_id, 'agent_id')}/sessions"
     return Call(
         ApiRequest(
