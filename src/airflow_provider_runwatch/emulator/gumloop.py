@@ -784,6 +784,20 @@ def _session_start_failure(scenario: Scenario) -> Response:
     return new_error(status, message, type_, code, headers=headers)
 
 
+async def _legacy_start(request: Request, not_an_object: str) -> tuple[str, dict[str, Any]] | Response:
+    """What both legacy starts check first, in the vendor's order: the key, the declared size, a JSON object
+    (``not_an_object`` is the start's own 400 text). The key's owner and the body, or the error answer."""
+    owner = _legacy_auth(request)
+    if isinstance(owner, Response):
+        return owner
+    if _too_large(request):
+        return error_response(413, _LEGACY_START_ERRORS[413])
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        return error_response(400, not_an_object)
+    return owner, body
+
+
 def _too_large(request: Request) -> bool:
     declared = request.headers.get("content-length")
     return bool(declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES)
@@ -978,14 +992,10 @@ def _interaction_routes(state: EmulatorState) -> list[BaseRoute]:
     """Agent interactions (legacy): ``POST /start_agent`` (a new one, or a follow-up turn), ``GET /agent_status``."""
 
     async def start_agent(request: Request) -> Response:
-        owner = _legacy_auth(request)
-        if isinstance(owner, Response):
-            return owner
-        if _too_large(request):
-            return error_response(413, _LEGACY_START_ERRORS[413])
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            return error_response(400, GUMMIE_REQUIRED)
+        checked = await _legacy_start(request, GUMMIE_REQUIRED)
+        if isinstance(checked, Response):
+            return checked
+        owner, body = checked
         gummie_id = _text(body.get("gummie_id"))
         if gummie_id is None:
             return error_response(400, GUMMIE_REQUIRED)
@@ -1331,14 +1341,10 @@ def _flow_routes(state: EmulatorState) -> list[BaseRoute]:
     """Flows (legacy): ``POST /start_pipeline``, ``GET /get_pl_run``, ``POST /kill_pipeline``."""
 
     async def start_pipeline(request: Request) -> Response:
-        owner = _legacy_auth(request)
-        if isinstance(owner, Response):
-            return owner
-        if _too_large(request):
-            return error_response(413, _LEGACY_START_ERRORS[413])
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            return error_response(400, SAVED_ITEM_REQUIRED)
+        checked = await _legacy_start(request, SAVED_ITEM_REQUIRED)
+        if isinstance(checked, Response):
+            return checked
+        owner, body = checked
         user_id, project_id = _identity(body)
         if not (user_id or project_id):
             return error_response(400, IDENTITY_REQUIRED)
