@@ -245,15 +245,15 @@ class Deployment:
 
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
         """Task instances by task id; a mapped one as ``task_id[map_index]``."""
-        with self.api() as c:
-            r = c.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 500})
-            r.raise_for_status()
-            return {
-                ti["task_id"] if ti.get("map_index", -1) < 0 else f"{ti['task_id']}[{ti['map_index']}]": ti
-                for ti in r.json()["task_instances"]
-            }
+        listed = self.read(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", {"limit": 500})
+        return {
+            ti["task_id"] if ti.get("map_index", -1) < 0 else f"{ti['task_id']}[{ti['map_index']}]": ti
+            for ti in listed["task_instances"]
+        }
 
-    def read(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def read(
+        self, path: str, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         """GET ``path`` from the REST API. A 5xx is asked again for up to a minute: a read is idempotent, and a
         drill must not fail on the API server's transient errors (its database session lost under a burst of
         task starts; Airflow 3.3.2's asset-event listing answering 500 while a DAG run an event created has no
@@ -261,7 +261,7 @@ class Deployment:
         deadline = time.monotonic() + 60
         with self.api() as c:
             while True:
-                r = c.get(path, params=params)
+                r = c.get(path, params=params, headers=headers)
                 if r.status_code < 500 or time.monotonic() > deadline:
                     r.raise_for_status()
                     return dict(r.json())
@@ -302,14 +302,11 @@ class Deployment:
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
         """The task's log as the UI shows it (worker and triggerer parts), one line per event."""
-        with self.api() as c:
-            r = c.get(
-                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-                params={"full_content": True, "map_index": map_index},
-                headers={"Accept": "application/json"},
-            )
-            r.raise_for_status()
-            content = r.json()["content"]
+        content = self.read(
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            {"full_content": True, "map_index": map_index},
+            headers={"Accept": "application/json"},
+        )["content"]
         lines = []
         for item in content if isinstance(content, list) else [content]:
             if isinstance(item, dict):
