@@ -203,7 +203,7 @@ class TestClientsWithMockTransport:
         with caplog.at_level("WARNING"), pytest.raises(ServerError):
             client.send(GET, retry=RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02))
         retries = [r.getMessage() for r in caplog.records if "; retry " in r.getMessage()]
-        assert len(retries) == 1 and retries[0].endswith(tuple(f"; retry 1/1 in {d:.1f}s" for d in (0.0, 0.1))), retries
+        assert len(retries) == 1 and retries[0].endswith("; retry 1/1 in 0.0s"), retries  # delays are <= 0.02 s
 
     def test_none_params_are_dropped(self) -> None:
         seen: list[str] = []

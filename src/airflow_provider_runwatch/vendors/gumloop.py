@@ -495,7 +495,8 @@ class SessionFilters(TypedDict, total=False):
     trigger_id: str | None
 
 
-_TEXT_FILTERS = ("search", "sort_order", "type", "state", "creator_user_id", "trigger_id")
+#: The filters sent as text (all but ``page_size``), read off :class:`SessionFilters`, in its order.
+_TEXT_FILTERS = tuple(name for name in SessionFilters.__annotations__ if name != "page_size")
 
 
 def list_sessions(
@@ -507,7 +508,7 @@ def list_sessions(
     if unknown:
         raise ConfigurationError(
             f"Gumloop session listing got unknown filter(s) {', '.join(unknown)}; "
-            f"the filters are page_size, {', '.join(_TEXT_FILTERS)}"
+            f"the filters are {', '.join(SessionFilters.__annotations__)}"
         )
     page_size = filters.get("page_size")
     if page_size is not None:
